@@ -61,8 +61,9 @@ class Linear(nn.Module):
         kw = {"device": device, "dtype": dtype}
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features, **kw))
-        self.bias = nn.Parameter(torch.empty(out_features, **kw)) if bias else None
-        if not bias:
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_features, **kw))
+        else:
             self.register_parameter("bias", None)
         self.reset_parameters()
 

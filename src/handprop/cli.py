@@ -1,0 +1,98 @@
+"""What the three commands share: one-line errors, config-group checks, JSON output.
+
+Imports nothing heavy: ``handprop-train --help`` must answer before torch is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+CONF_DIR = Path(__file__).parent / "conf"
+GROUPS = (
+    "task",
+    "data",
+    "model",
+    "optimizer",
+    "scheduler",
+    "gd",
+    "trainer",
+    "logger",
+    "callbacks",
+    "debug",
+    "experiment",
+)
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message names the key and what is allowed, in one line."""
+
+
+def options(group: str) -> list[str]:
+    """The options of a config group, from the YAML files that ship with the package."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def check_group_overrides(argv: Iterable[str]) -> None:
+    """Reject ``group=unknown`` on the command line before Hydra composes anything, so the
+    user gets one line with the allowed options instead of a composition error."""
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key not in GROUPS or value.startswith(("[", "{", "choice(", "range(", "glob(")):
+            continue
+        allowed = options(key)
+        for v in value.split(","):
+            if v not in allowed:
+                raise ConfigError(
+                    f"{key}={v} is not an option; choose one of: {', '.join(allowed)}"
+                )
+
+
+def verbose_errors(cfg: Any = None) -> bool:
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return True
+    return bool(cfg is not None and cfg.get("verbose", False))
+
+
+def report(err: BaseException, verbose: bool = False) -> None:
+    """Print an error as one line (the full traceback only when asked for)."""
+    if verbose:
+        traceback.print_exception(err)
+    msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    print(f"error: {msg}", file=sys.stderr)
+
+
+def run_cli(hydra_main: Callable[[], Any]) -> None:
+    """Run a Hydra entry point; known errors end the process with status 2 and one line."""
+    try:
+        check_group_overrides(sys.argv[1:])
+    except ConfigError as e:
+        report(e)
+        raise SystemExit(2) from None
+    hydra_main()
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON via a temporary file and a rename, so no reader sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def format_table(rows: dict[str, dict[str, float]]) -> str:
+    """Metrics as a small text table: one row per metric, one column per split."""
+    splits = [s for s in ("train", "val", "test") if s in rows]
+    names = list(dict.fromkeys(k for s in splits for k in rows[s]))
+    w = max([len(n) for n in names] + [6])
+    lines = [f"{'metric':<{w}}  " + "  ".join(f"{s:>12}" for s in splits)]
+    for n in names:
+        cells = [f"{rows[s][n]:>12.6g}" if n in rows[s] else f"{'-':>12}" for s in splits]
+        lines.append(f"{n:<{w}}  " + "  ".join(cells))
+    return "\n".join(lines)

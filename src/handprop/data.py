@@ -1,0 +1,231 @@
+"""A LightningDataModule over in-memory tensors: split, scale (fitted on train only), batch.
+
+Batches are index slices of tensors that already live on the training device: one gather per
+batch, no per-sample collation. The training order is a fresh seeded permutation each epoch
+(``shuffle``), and under DDP each rank takes its own shard of that permutation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from handprop.datasets import DataError, Table
+
+PREPROCESSING = ("standardize", "normalize", "none")
+
+
+@dataclass
+class Scaler:
+    """``x' = (x − shift) / scale`` per column: the notes' standardisation
+    (shift = μ, scale = σ) or min-max normalisation (shift = min, scale = max − min)."""
+
+    shift: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray, method: str, names: list[str]) -> Scaler:
+        if method not in PREPROCESSING:
+            raise DataError(
+                f"data.preprocessing={method!r} is not one of {', '.join(PREPROCESSING)}"
+            )
+        if method == "none":
+            return cls(np.zeros(x.shape[1]), np.ones(x.shape[1]))
+        if method == "standardize":
+            shift, scale = x.mean(0), x.std(0)
+        else:
+            shift, scale = x.min(0), x.max(0) - x.min(0)
+        const = np.flatnonzero(scale == 0)
+        if const.size:
+            # A constant column carries no information; scale 1 keeps it finite (all zeros).
+            scale = scale.copy()
+            scale[const] = 1.0
+        return cls(shift, scale)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.shift) / self.scale
+
+
+class TensorBatches:
+    """An epoch of mini-batches over in-memory tensors ``(X, y)``; ``len()`` batches.
+
+    ``batch_size=None`` is the whole set (batch gradient descent). With ``shuffle`` the order
+    is ``randperm`` seeded by ``(seed, epoch)``, so a run is reproducible and resumable.
+    """
+
+    def __init__(
+        self,
+        X: Tensor,
+        y: Tensor,
+        batch_size: int | None,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        epoch_fn: Callable[[], int] | None = None,
+    ) -> None:
+        self.X, self.y = X, y
+        self.epoch_fn = epoch_fn  # e.g. the trainer's current epoch, so a resumed run matches
+        self.batch_size = batch_size or len(X)
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.epoch = 0
+
+    def _shard(self) -> tuple[int, int]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _rows(self) -> int:
+        rank, world = self._shard()
+        return len(range(rank, len(self.X), world)) if world > 1 else len(self.X)
+
+    def __len__(self) -> int:
+        n = self._rows()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        n = len(self.X)
+        if self.shuffle:
+            epoch = self.epoch_fn() if self.epoch_fn is not None else self.epoch
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            order = torch.randperm(n, generator=g).to(self.X.device)
+        else:
+            order = None
+        self.epoch += 1
+        rank, world = self._shard()
+        if world > 1:
+            order = (order if order is not None else torch.arange(n, device=self.X.device))[
+                rank::world
+            ]
+        for i in range(len(self)):
+            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            if order is None:
+                yield self.X[sl], self.y[sl]
+            else:
+                idx = order[sl]
+                yield self.X[idx], self.y[idx]
+
+
+def split_indices(
+    n: int, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded train / val / test row indices."""
+    for key, f in (("data.val_fraction", val_fraction), ("data.test_fraction", test_fraction)):
+        if not 0 <= f < 1:
+            raise DataError(f"{key}={f} must be in [0, 1)")
+    if val_fraction + test_fraction >= 1:
+        raise DataError(
+            f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction:g} leaves "
+            "no training rows; their sum must be below 1"
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+    n_train = n - n_val - n_test
+    if n_train < 1 or (val_fraction > 0 and n_val < 1) or (test_fraction > 0 and n_test < 1):
+        raise DataError(
+            f"too few rows ({n}) for the splits val={val_fraction:g}, test={test_fraction:g}: "
+            "each split needs at least one row; add rows or change the fractions"
+        )
+    return perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]
+
+
+class TabularDataModule(L.LightningDataModule):
+    """Splits a :class:`~handprop.datasets.Table`, fits the scaler on the training rows only,
+    and serves batches as index slices of device-resident tensors.
+
+    Regression targets are standardised too (``y_scaler``); the model maps predictions back
+    to the original units for metrics and prediction.
+    """
+
+    def __init__(
+        self,
+        table: Table,
+        batch_size: int | None = 32,
+        preprocessing: str = "standardize",
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        shuffle: bool = True,
+        seed: int = 0,
+        eval_batch_size: int = 65536,
+    ) -> None:
+        super().__init__()
+        if batch_size is not None and batch_size < 1:
+            raise DataError(f"gd.batch_size={batch_size} must be a positive integer (or null)")
+        self.table = table
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.eval_batch_size = eval_batch_size
+        idx = split_indices(len(table.y), val_fraction, test_fraction, seed)
+        self.indices = dict(zip(("train", "val", "test"), idx, strict=True))
+        train_x = table.X[self.indices["train"]]
+        self.x_scaler = Scaler.fit(train_x, preprocessing, table.feature_names)
+        if table.kind == "regression":
+            ty = table.y[self.indices["train"]]
+            self.y_scaler = Scaler(np.array([ty.mean()]), np.array([ty.std() or 1.0]))
+        else:
+            self.y_scaler = Scaler(np.zeros(1), np.ones(1))
+        self._tensors: dict[str, tuple[Tensor, Tensor]] = {}
+        self._device = torch.device("cpu")
+        self._train_batches: TensorBatches | None = None
+
+    # ---- shapes the model needs -------------------------------------------------------------
+    @property
+    def in_features(self) -> int:
+        return self.table.X.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.table.num_classes if self.table.kind == "multiclass" else 1
+
+    @property
+    def num_train(self) -> int:
+        return len(self.indices["train"])
+
+    # ---- tensors ------------------------------------------------------------------------------
+    def split(self, name: str, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+        """Scaled ``(X, y)`` of one split as float32 tensors (y long for multiclass)."""
+        device = torch.device(device) if device is not None else self._device
+        key = name
+        if key not in self._tensors or self._tensors[key][0].device != device:
+            rows = self.indices[name]
+            X = torch.as_tensor(self.x_scaler(self.table.X[rows]), dtype=torch.float32)
+            y_np = self.table.y[rows]
+            if self.table.kind == "multiclass":
+                y = torch.as_tensor(y_np, dtype=torch.long)
+            elif self.table.kind == "binary":
+                y = torch.as_tensor(y_np, dtype=torch.float32).unsqueeze(1)
+            else:
+                y = torch.as_tensor(self.y_scaler(y_np[:, None]), dtype=torch.float32)
+            self._tensors[key] = (X.to(device), y.to(device))
+        return self._tensors[key]
+
+    def _target_device(self) -> torch.device:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.strategy.root_device
+        return self._device
+
+    def train_dataloader(self) -> TensorBatches:
+        self._device = self._target_device()
+        X, y = self.split("train")
+        if self._train_batches is None or self._train_batches.X is not X:
+            trainer = getattr(self, "trainer", None)
+            epoch_fn = (lambda: trainer.current_epoch) if trainer is not None else None
+            self._train_batches = TensorBatches(
+                X, y, self.batch_size, self.shuffle, self.seed, epoch_fn=epoch_fn
+            )
+        return self._train_batches
+
+    def _eval(self, name: str) -> TensorBatches:
+        self._device = self._target_device()
+        X, y = self.split(name)
+        return TensorBatches(X, y, self.eval_batch_size, shuffle=False)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._eval("val")
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._eval("test")
