@@ -136,58 +136,40 @@ def _sklearn(name: str) -> Table:
 # --------------------------------------------------------------------------------------------
 # The user's own CSV
 # --------------------------------------------------------------------------------------------
-def read_csv(
-    path: str | Path,
-    target: str | None,
-    features: list[str] | None = None,
-    kind: str | None = None,
-) -> Table:
-    """Read a CSV with a header row. ``target`` names the column to predict; ``features``
-    default to every other column. ``kind`` (regression / binary / multiclass) says how to read
-    the target: class labels must be integers (they are mapped to 0…K−1 in sorted order).
-
-    Every problem stops with one :class:`DataError` line naming the file, column or row.
-    """
-    p = Path(str(path)).expanduser()
+def _read_rows(path: str | Path, key: str) -> tuple[Path, list[str], list[list[str]]]:
+    """Header and data rows of a CSV; ``key`` names the setting in messages."""
     if not str(path):
-        raise DataError("data.path is empty: give the CSV file, e.g. data.path=prices.csv")
+        raise DataError(f"{key} is empty: give a CSV file, e.g. {key}=prices.csv")
+    p = Path(str(path)).expanduser()
     if not p.exists():
-        raise DataError(f"data.path: file not found: {p}")
+        raise DataError(f"{key}: file not found: {p}")
     if not p.is_file():
-        raise DataError(f"data.path: {p} is not a file")
+        raise DataError(f"{key}: {p} is not a file")
     try:
         with p.open(newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"data.path: cannot read {p}: {e}") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{key}: cannot read {p}: {e}") from None
     rows = [r for r in rows if any(c.strip() for c in r)]
     if not rows:
-        raise DataError(f"data.path: {p} is empty; it needs a header row and data rows")
+        raise DataError(f"{key}: {p} is empty; it needs a header row and data rows")
     header = [h.strip() for h in rows[0]]
     if any(not h for h in header):
         raise DataError(f"{p}: the header has an empty column name (column {header.index('') + 1})")
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
         raise DataError(f"{p}: duplicate column names {dupes}; each column needs a unique name")
-    body = rows[1:]
-    if not body:
+    if len(rows) < 2:
         raise DataError(f"{p}: has a header but no data rows")
-    if not target:
-        raise DataError(f"data.target is not set; choose one of the columns {header}")
-    if target not in header:
-        raise DataError(f"data.target: column {target!r} not in {p}; columns are {header}")
-    features = list(features) if features else [h for h in header if h != target]
-    missing = [f for f in features if f not in header]
-    if missing:
-        raise DataError(f"data.features: columns {missing} not in {p}; columns are {header}")
-    if target in features:
-        raise DataError(f"data.features must not include the target column {target!r}")
-    if not features:
-        raise DataError(f"{p}: no feature columns besides the target {target!r}")
-    cols = [header.index(c) for c in [*features, target]]
+    return p, header, rows[1:]
+
+
+def _numbers(p: Path, header: list[str], body: list[list[str]], columns: list[str]) -> np.ndarray:
+    """The named columns as a float64 matrix; the first bad cell stops with its row and column."""
+    cols = [header.index(c) for c in columns]
     values = np.empty((len(body), len(cols)), dtype=np.float64)
     for i, row in enumerate(body):
-        line = i + 2  # 1-based, after the header
+        line = i + 2  # 1-based line number in the file, after the header
         if len(row) != len(header):
             raise DataError(f"{p}: row {line} has {len(row)} cells, the header has {len(header)}")
         for j, c in enumerate(cols):
@@ -204,6 +186,35 @@ def read_csv(
                     "(NaN/inf); fill or drop the row"
                 )
             values[i, j] = v
+    return values
+
+
+def read_csv(
+    path: str | Path,
+    target: str | None,
+    features: list[str] | None = None,
+    kind: str | None = None,
+) -> Table:
+    """Read a CSV with a header row. ``target`` names the column to predict; ``features``
+    default to every other column. ``kind`` (regression / binary / multiclass) says how to read
+    the target: class labels must be integers (they are mapped to 0…K−1 in sorted order).
+
+    Every problem stops with one :class:`DataError` line naming the file, column or row.
+    """
+    p, header, body = _read_rows(path, "data.path")
+    if not target:
+        raise DataError(f"data.target is not set; choose one of the columns {header}")
+    if target not in header:
+        raise DataError(f"data.target: column {target!r} not in {p}; columns are {header}")
+    features = list(features) if features else [h for h in header if h != target]
+    missing = [f for f in features if f not in header]
+    if missing:
+        raise DataError(f"data.features: columns {missing} not in {p}; columns are {header}")
+    if target in features:
+        raise DataError(f"data.features must not include the target column {target!r}")
+    if not features:
+        raise DataError(f"{p}: no feature columns besides the target {target!r}")
+    values = _numbers(p, header, body, [*features, target])
     X, y = values[:, :-1], values[:, -1]
     kind = kind or "regression"
     if kind not in KINDS:
@@ -211,6 +222,21 @@ def read_csv(
     if kind == "regression":
         return Table(X, y, features, target, kind)
     return _classify(X, y, features, target, kind, str(p))
+
+
+def read_features(
+    path: str | Path, features: list[str], key: str = "input"
+) -> tuple[np.ndarray, list[str], list[list[str]]]:
+    """Rows to predict on: the model's feature columns as floats, plus the header and raw
+    rows (so the output can repeat them). Other columns are carried along, not read."""
+    p, header, body = _read_rows(path, key)
+    missing = [f for f in features if f not in header]
+    if missing:
+        raise DataError(
+            f"{key}: {p} lacks the columns {missing} that the model was trained on "
+            f"(it needs {features})"
+        )
+    return _numbers(p, header, body, features), header, body
 
 
 def _classify(

@@ -1,0 +1,49 @@
+"""Loading a handprop checkpoint for evaluation or prediction, safely.
+
+``torch.load(weights_only=True)`` unpickles only tensors and plain containers, so a planted
+checkpoint cannot run code; anything that is not a handprop checkpoint is refused in one line.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+
+from handprop.cli import ConfigError
+from handprop.model import HandpropModule
+
+REQUIRED = ("task", "in_features", "out_features", "hidden", "config")
+
+
+def load_module(path: str | Path) -> HandpropModule:
+    """The trained :class:`HandpropModule` in a checkpoint, in eval mode on the CPU."""
+    p = Path(str(path)).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"ckpt_path: no checkpoint file at {p}")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        if not found:
+            raise ConfigError(f"ckpt_path: {p} is not a checkpoint file (unreadable pickle)") from None
+        what = f" ({found.group(1)})"
+        raise ConfigError(
+            f"ckpt_path: {p} asks to load code or objects{what}, not just tensors and plain "
+            "data; refused without running it. Only load checkpoints you trust."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise ConfigError(
+            f"ckpt_path: {p} is not a readable checkpoint ({type(e).__name__})"
+        ) from None
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hp, dict) or any(k not in hp for k in REQUIRED) or "state_dict" not in ckpt:
+        raise ConfigError(
+            f"ckpt_path: {p} is not a handprop checkpoint (no handprop hyper-parameters)"
+        )
+    model = HandpropModule(**hp)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()

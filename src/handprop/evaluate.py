@@ -1,0 +1,64 @@
+"""``handprop-eval ckpt_path=PATH [split=test]``: a checkpoint's metrics on one split.
+
+The data set, split and preprocessing are rebuilt from the checkpoint's own config (same
+seed, same rows), so the test metrics equal those the training run reported.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from handprop.cli import (
+    ConfigError,
+    format_table,
+    report,
+    run_cli,
+    verbose_errors,
+    write_json_atomic,
+)
+
+
+def evaluate(ckpt_path: str, split: str = "test", output: str | None = None) -> dict[str, float]:
+    """Metrics of the checkpoint on ``split``; written as JSON to ``output`` (default:
+    ``eval_metrics.json`` in the checkpoint's run directory) and returned."""
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"split={split} is not one of train, val, test")
+    from handprop.checkpoint import load_module
+    from handprop.train import build_datamodule
+
+    model = load_module(ckpt_path)
+    cfg = OmegaConf.create(model.hparams["config"])
+    dm = build_datamodule(cfg, kind=model.task)
+    if dm.indices[split].size == 0:
+        raise ConfigError(f"split={split} has no rows in this run (fraction 0)")
+    x, y = dm.split(split)
+    metrics = {f"{split}/{k}": v for k, v in model.evaluate(x, y).items()}
+    print(format_table({split: model.evaluate(x, y)}))
+    out = Path(output) if output else Path(ckpt_path).resolve().parent.parent / "eval_metrics.json"
+    write_json_atomic(out, metrics)
+    print(f"written: {out}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg.ckpt_path, cfg.split, cfg.output)
+    except Exception as e:  # noqa: BLE001 — one line, full trace on request
+        from handprop.datasets import DataError
+
+        known = isinstance(e, ConfigError | DataError)
+        report(e, verbose_errors(cfg) or not known)
+        raise SystemExit(2 if known else 1) from None
+
+
+def main() -> None:
+    run_cli(_hydra_main)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""``handprop-predict ckpt_path=PATH input=in.csv output=out.csv``.
+
+Reads the model's feature columns from ``input`` (other columns are copied through), applies
+the preprocessing stored in the checkpoint, and writes every input row with its prediction in
+original units: ``predicted_<target>`` for regression; ``predicted_class`` and one
+``prob_<class>`` column per class for classification.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from handprop.cli import ConfigError, report, run_cli, verbose_errors
+
+
+def predict(ckpt_path: str, input: str, output: str) -> Path:
+    """Write predictions for ``input`` to ``output`` (atomically); return its path."""
+    import torch
+
+    from handprop.checkpoint import load_module
+    from handprop.datasets import read_features
+
+    model = load_module(ckpt_path)
+    features = list(model.hparams["feature_names"])
+    X, header, body = read_features(input, features)
+    with torch.no_grad():
+        yhat = model.predict_raw(torch.as_tensor(X, dtype=torch.float32))
+    if model.task == "regression":
+        extra = [f"predicted_{model.hparams['target_name']}"]
+        cols = [[f"{v:.6g}"] for v in yhat.squeeze(-1).tolist()]
+    else:
+        classes = list(model.hparams["class_names"])
+        probs = torch.cat([1 - yhat, yhat], dim=-1) if model.task == "binary" else yhat
+        extra = ["predicted_class", *(f"prob_{c}" for c in classes)]
+        cols = [[classes[int(torch.argmax(p))], *(f"{v:.6g}" for v in p.tolist())] for p in probs]
+    out = Path(output)
+    if out.parent and not out.parent.exists():
+        raise ConfigError(f"output: folder {out.parent} does not exist")
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow([*header, *extra])
+        for row, c in zip(body, cols, strict=True):
+            w.writerow([*row, *c])
+    os.replace(tmp, out)
+    print(f"{len(body)} predictions written to {out}")
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        predict(cfg.ckpt_path, cfg.input, cfg.output)
+    except Exception as e:  # noqa: BLE001 — one line, full trace on request
+        from handprop.datasets import DataError
+
+        known = isinstance(e, ConfigError | DataError)
+        report(e, verbose_errors(cfg) or not known)
+        raise SystemExit(2 if known else 1) from None
+
+
+def main() -> None:
+    run_cli(_hydra_main)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
