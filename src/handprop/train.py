@@ -400,6 +400,10 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
 def main() -> None:
     """Console entry point: ``handprop-train [group=option ...] [key=value ...] [-m]``."""
     run_cli(_hydra_main)
+    from handprop.sweep import FAILED_JOBS
+
+    if FAILED_JOBS:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
