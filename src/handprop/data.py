@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -52,10 +53,14 @@ class Scaler:
 
 
 class TensorBatches:
-    """An epoch of mini-batches over in-memory tensors ``(X, y)``; ``len()`` batches.
+    """An epoch of mini-batches over in-memory tensors ``(X, y)``.
 
     ``batch_size=None`` is the whole set (batch gradient descent). With ``shuffle`` the order
     is ``randperm`` seeded by ``(seed, epoch)``, so a run is reproducible and resumable.
+
+    With ``steps_per_call=K`` each item is a list of up to K consecutive batches, gathered with
+    one index per chunk and split into views: the model then makes K optimiser steps in one
+    Lightning step (see :class:`handprop.model.HandpropModule`). ``len()`` counts items.
     """
 
     def __init__(
@@ -67,11 +72,13 @@ class TensorBatches:
         seed: int = 0,
         drop_last: bool = False,
         epoch_fn: Callable[[], int] | None = None,
+        steps_per_call: int | None = None,
     ) -> None:
         self.X, self.y = X, y
         self.epoch_fn = epoch_fn  # e.g. the trainer's current epoch, so a resumed run matches
         self.batch_size = batch_size or len(X)
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.steps_per_call = steps_per_call
         self.epoch = 0
 
     def _shard(self) -> tuple[int, int]:
@@ -83,31 +90,50 @@ class TensorBatches:
         rank, world = self._shard()
         return len(range(rank, len(self.X), world)) if world > 1 else len(self.X)
 
-    def __len__(self) -> int:
+    def num_batches(self) -> int:
+        """Optimiser steps per epoch (on this rank)."""
         n = self._rows()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __len__(self) -> int:
+        k = self.steps_per_call
+        return self.num_batches() if k is None else -(-self.num_batches() // k)
+
+    def _order(self) -> Tensor | None:
+        """This epoch's row order on this rank (None: the stored order, whole set)."""
         n = len(self.X)
+        order = None
         if self.shuffle:
             epoch = self.epoch_fn() if self.epoch_fn is not None else self.epoch
             g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
             order = torch.randperm(n, generator=g).to(self.X.device)
-        else:
-            order = None
         self.epoch += 1
         rank, world = self._shard()
-        if world > 1:
+        if world > 1:  # each rank: its own stride of the shared permutation, disjoint shards
             order = (order if order is not None else torch.arange(n, device=self.X.device))[
                 rank::world
             ]
-        for i in range(len(self)):
-            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            if order is None:
-                yield self.X[sl], self.y[sl]
-            else:
-                idx = order[sl]
-                yield self.X[idx], self.y[idx]
+        return order
+
+    def _take(self, order: Tensor | None, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        if order is None:
+            return self.X[start:stop], self.y[start:stop]
+        idx = order[start:stop]
+        return self.X[idx], self.y[idx]
+
+    def __iter__(self) -> Iterator[Any]:
+        order = self._order()
+        bs, nb = self.batch_size, self.num_batches()
+        n_rows = nb * bs if self.drop_last else self._rows()
+        k = self.steps_per_call
+        if k is None:
+            for i in range(nb):
+                yield self._take(order, i * bs, min((i + 1) * bs, n_rows))
+            return
+        for c in range(0, nb, k):
+            start, stop = c * bs, min((c + k) * bs, n_rows)
+            X, y = self._take(order, start, stop)  # one gather for K batches
+            yield list(zip(X.split(bs), y.split(bs), strict=True))
 
 
 def split_indices(
@@ -151,6 +177,7 @@ class TabularDataModule(L.LightningDataModule):
         shuffle: bool = True,
         seed: int = 0,
         eval_batch_size: int = 65536,
+        steps_per_call: int = 1,
     ) -> None:
         super().__init__()
         if batch_size is not None and batch_size < 1:
@@ -158,6 +185,7 @@ class TabularDataModule(L.LightningDataModule):
         self.table = table
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.eval_batch_size = eval_batch_size
+        self.steps_per_call = steps_per_call
         idx = split_indices(len(table.y), val_fraction, test_fraction, seed)
         self.indices = dict(zip(("train", "val", "test"), idx, strict=True))
         train_x = table.X[self.indices["train"]]
@@ -215,7 +243,13 @@ class TabularDataModule(L.LightningDataModule):
             trainer = getattr(self, "trainer", None)
             epoch_fn = (lambda: trainer.current_epoch) if trainer is not None else None
             self._train_batches = TensorBatches(
-                X, y, self.batch_size, self.shuffle, self.seed, epoch_fn=epoch_fn
+                X,
+                y,
+                self.batch_size,
+                self.shuffle,
+                self.seed,
+                epoch_fn=epoch_fn,
+                steps_per_call=self.steps_per_call,
             )
         return self._train_batches
 

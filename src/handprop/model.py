@@ -98,8 +98,13 @@ class HandpropModule(L.LightningModule):
         target_name: str = "target",
         class_names: list[str] | None = None,
         config: dict | None = None,
+        gradient_clip_val: float | None = None,
+        fused: bool = True,
     ) -> None:
         super().__init__()
+        # The loop over optimiser steps is ours (training_step), so that one Lightning step can
+        # carry many updates; Lightning still counts every one of them in global_step.
+        self.automatic_optimization = False
         if task not in TASKS:
             raise ValueError(f"task={task!r} is not one of {', '.join(TASKS)}")
         # Everything but the callables goes into the checkpoint; the full config too (for
@@ -111,6 +116,8 @@ class HandpropModule(L.LightningModule):
         self.loss_fn = LOSSES[loss]
         self.optimizer_fn, self.scheduler_fn = optimizer, scheduler
         self.scheduler_interval, self.scheduler_monitor = scheduler_interval, scheduler_monitor
+        self.gradient_clip_val, self.fused = gradient_clip_val, fused
+        self.last_step_losses: Tensor | None = None
         nx = in_features
         self.register_buffer("x_shift", torch.tensor(x_shift or [0.0] * nx, dtype=torch.float32))
         self.register_buffer("x_scale", torch.tensor(x_scale or [1.0] * nx, dtype=torch.float32))
@@ -156,12 +163,59 @@ class HandpropModule(L.LightningModule):
         return self.to_prediction(self(x))
 
     # ---- steps --------------------------------------------------------------------------------------
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
-        loss = self.loss_fn(self(x), y)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
-        self.log("train/epoch_loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
-        return loss
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """One or more optimiser steps: ``batch`` is ``(x, y)`` or a list of them (a chunk).
+
+        Each ``(x, y)`` is one update, exactly as a Lightning step of its own would make it:
+        forward, ``C``, backward, optional gradient clipping, ``W ← W − η ∂C/∂W`` (or the
+        optimizer's rule), and the LR scheduler's step when it counts steps. Per-step losses
+        stay on the device and go to the loggers once per chunk, each with its global step.
+        """
+        batches = batch if isinstance(batch, list) else [batch]
+        opt = self.optimizers()
+        sched = self.lr_schedulers() if self.scheduler_interval == "step" else None
+        first_step = self.trainer.global_step
+        losses = torch.empty(len(batches), device=self.device)
+        total, rows = torch.zeros((), device=self.device), 0
+        for i, (x, y) in enumerate(batches):
+            loss = self.loss_fn(self(x), y)
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            if self.gradient_clip_val:
+                self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            loss = loss.detach()
+            losses[i] = loss
+            total += loss * len(x)
+            rows += len(x)
+        self.last_step_losses = losses
+        self._log_steps(losses, first_step)
+        self.log("train/epoch_loss", total / rows, on_step=False, on_epoch=True, batch_size=rows)
+        return losses[-1]
+
+    def _log_steps(self, losses: Tensor, first_step: int) -> None:
+        """``train/loss`` of every step, written in bulk with its true global step (one
+        device-to-host copy per chunk)."""
+        if not self.loggers or self.trainer.sanity_checking:
+            return
+        for i, v in enumerate(losses.tolist()):
+            for lg in self.loggers:
+                lg.log_metrics({"train/loss": v}, step=first_step + i)
+
+    def on_train_epoch_end(self) -> None:
+        # Manual optimisation: epoch-interval schedulers step here, after validation, as
+        # Lightning would step them (plateau reads the monitored metric).
+        if self.scheduler_interval != "epoch" or self.scheduler_fn is None:
+            return
+        sched = self.lr_schedulers()
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            value = self.trainer.callback_metrics.get(self.scheduler_monitor)
+            if value is not None:
+                sched.step(value)
+        else:
+            sched.step()
 
     def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         x, y = batch
@@ -201,7 +255,14 @@ class HandpropModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         if self.optimizer_fn is None:
             raise RuntimeError("HandpropModule was built without an optimizer")
-        opt = self.optimizer_fn(self.parameters())
+        opt = None
+        if self.fused:  # one fused kernel per step where torch has one (Adam, AdamW, SGD, …)
+            try:
+                opt = self.optimizer_fn(self.parameters(), fused=True)
+            except (RuntimeError, TypeError, ValueError):
+                opt = None
+        if opt is None:
+            opt = self.optimizer_fn(self.parameters())
         if self.scheduler_fn is None:
             return opt
         sched = {"scheduler": self.scheduler_fn(opt), "interval": self.scheduler_interval}

@@ -101,6 +101,18 @@ def validate(cfg: DictConfig) -> None:
         "logger.name",
         "one of tensorboard, csv, none",
     )
+    spc = cfg.get("steps_per_call", "auto")
+    need(
+        spc == "auto" or (isinstance(spc, int) and spc > 0),
+        "steps_per_call",
+        "auto or a positive integer",
+    )
+    clip = cfg.trainer.get("gradient_clip_val")
+    need(
+        clip is None or (is_num("trainer.gradient_clip_val") and clip > 0),
+        "trainer.gradient_clip_val",
+        "null or a number > 0",
+    )
     nt = cfg.get("num_threads")
     need(
         nt in (None, "auto", "default") or (isinstance(nt, int) and nt > 0),
@@ -167,9 +179,25 @@ def build_datamodule(cfg: DictConfig, kind: str | None = None):  # noqa: ANN201
         preprocessing=d.preprocessing,
         val_fraction=d.val_fraction,
         test_fraction=d.test_fraction,
-        shuffle=cfg.gd.shuffle,
+        shuffle=cfg.gd.shuffle and not cfg.debug.overfit_batches,
         seed=cfg.seed,
+        steps_per_call=steps_per_call(cfg),
     )
+
+
+#: Optimiser steps per Lightning step on the fast path, chosen by measurement (see README).
+DEFAULT_STEPS_PER_CALL = 64
+
+
+def steps_per_call(cfg: DictConfig) -> int:
+    """How many updates one Lightning step makes. 1 where Lightning must see each batch:
+    DDP (its gradient sync is tied to one backward per step) and overfitting one batch."""
+    k = cfg.get("steps_per_call", "auto")
+    if k != "auto":
+        return int(k)
+    if cfg.debug.overfit_batches or "ddp" in str(cfg.trainer.strategy):
+        return 1
+    return DEFAULT_STEPS_PER_CALL
 
 
 def build_model(cfg: DictConfig, dm: Any, task: str, loss: str | None):  # noqa: ANN201
@@ -204,6 +232,7 @@ def build_model(cfg: DictConfig, dm: Any, task: str, loss: str | None):  # noqa:
         target_name=dm.table.target_name,
         class_names=dm.table.class_names,
         config=OmegaConf.to_container(cfg, resolve=True),
+        gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
     )
 
 
@@ -263,9 +292,14 @@ def build_trainer(cfg: DictConfig, run_dir: Path, has_val: bool):  # noqa: ANN20
         logger = False
     if logger and cfg.callbacks.lr_monitor:
         callbacks.append(cb.LearningRateMonitor(logging_interval="epoch"))
+    from handprop.guards import AtomicCheckpointIO, DivergenceGuard
+
+    callbacks.append(DivergenceGuard())
     t = OmegaConf.to_container(cfg.trainer, resolve=True)
+    t.pop("gradient_clip_val", None)  # applied by the module itself (it runs the update loop)
     return L.Trainer(
         **t,
+        plugins=[AtomicCheckpointIO()],
         default_root_dir=str(run_dir),
         logger=logger,
         callbacks=callbacks,
@@ -336,9 +370,25 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     ckpt_path = cfg.ckpt_path
     if ckpt_path == "last":
         ckpt_path = str(run_dir / "checkpoints" / "last.ckpt")
-    if ckpt_path is not None and not Path(ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no checkpoint file at {ckpt_path}")
-    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    if ckpt_path is not None:
+        from handprop.checkpoint import load_module
+
+        load_module(ckpt_path)  # refuses a missing, foreign or unsafe file in one line
+    # A run directory says whether its run finished: no metrics.json until it has.
+    for stale in ("metrics.json", "error.json"):
+        (run_dir / stale).unlink(missing_ok=True)
+    from handprop.guards import Diverged
+
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    except Diverged as e:
+        last = run_dir / "checkpoints" / "last.ckpt"
+        kept = (
+            f" The last good checkpoint: {last}"
+            if last.is_file()
+            else " No checkpoint was saved before it."
+        )
+        raise Diverged(e.step, e.loss, e.last_finite, e.lr, kept) from None
 
     # The best weights (early stopping's restore), when there is a best checkpoint.
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -388,8 +438,9 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
         return train(cfg, run_dir)
     except Exception as e:  # noqa: BLE001 — every failure becomes one line (trace on request)
         from handprop.datasets import DataError
+        from handprop.guards import Diverged
 
-        known = isinstance(e, ConfigError | DataError)
+        known = isinstance(e, ConfigError | DataError | Diverged)
         report(e, verbose_errors(cfg) or not known)
         write_json_atomic(run_dir / "error.json", {"error": f"{type(e).__name__}: {e}"})
         if hc.mode == RunMode.MULTIRUN:

@@ -1,0 +1,89 @@
+"""What keeps a run from being lost: atomic checkpoints and a stop at the first non-finite loss."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+
+class Diverged(RuntimeError):
+    """Training produced a NaN or infinite loss; the message says at which step and why."""
+
+    def __init__(
+        self,
+        step: int,
+        loss: float,
+        last_finite: float | None,
+        lr: float | None,
+        checkpoint_note: str = "",
+    ) -> None:
+        last = f"{last_finite:.6g}" if last_finite is not None else "none yet"
+        lr_txt = f" (lr={lr:g})" if lr is not None else ""
+        super().__init__(
+            f"training diverged at step {step}: loss is {loss} (last finite loss: {last}); likely "
+            f"causes: learning rate too high{lr_txt}, or unscaled inputs "
+            f"(data.preprocessing=none).{checkpoint_note}"
+        )
+        self.step, self.loss, self.last_finite, self.lr = step, loss, last_finite, lr
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to ``<name>.tmp``, flushed to disk, then renamed over ``<name>``: a
+    crash leaves the old checkpoint or the new one, never half of one."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        torch.save(checkpoint, buf)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(buf.getbuffer())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+
+class DivergenceGuard(L.Callback):
+    """Stops training at the first step whose loss is NaN or infinite.
+
+    ``check_every`` steps are checked together (one host read per check, not per step);
+    the step named in the error is the first bad one within that window.
+    """
+
+    def __init__(self) -> None:
+        self.last_finite: float | None = None
+
+    def check(self, trainer: L.Trainer, losses: torch.Tensor, first_step: int) -> None:
+        """``losses``: the per-step losses of steps ``first_step, first_step + 1, …``."""
+        values = losses.detach().float().cpu().tolist()
+        for i, v in enumerate(values):
+            if not math.isfinite(v):
+                lr = None
+                if trainer.optimizers:
+                    lr = trainer.optimizers[0].param_groups[0]["lr"]
+                raise Diverged(first_step + i, v, self.last_finite, lr)
+            self.last_finite = v
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        losses = getattr(pl_module, "last_step_losses", None)
+        if losses is not None:
+            self.check(trainer, losses, trainer.global_step - len(losses))
+        elif isinstance(outputs, dict) and "loss" in outputs:
+            self.check(trainer, outputs["loss"].reshape(1), trainer.global_step - 1)
