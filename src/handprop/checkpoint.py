@@ -29,7 +29,9 @@ def load_module(path: str | Path) -> HandpropModule:
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+)", str(e))
         if not found:
-            raise ConfigError(f"ckpt_path: {p} is not a checkpoint file (unreadable pickle)") from None
+            raise ConfigError(
+                f"ckpt_path: {p} is not a checkpoint file (unreadable pickle)"
+            ) from None
         what = f" ({found.group(1)})"
         raise ConfigError(
             f"ckpt_path: {p} asks to load code or objects{what}, not just tensors and plain "

@@ -62,7 +62,9 @@ class SweepSummary(Callback):
         for job in summary["jobs"]:
             what = " ".join(job["overrides"]) or "(defaults)"
             if job["status"] == "ok":
-                ms = ", ".join(f"{k}={v:.4g}" for k, v in job["metrics"].items() if k != "test/loss")
+                ms = ", ".join(
+                    f"{k}={v:.4g}" for k, v in job["metrics"].items() if k != "test/loss"
+                )
                 print(f"  ok      {what}: {ms}")
             else:
                 FAILED_JOBS.append(what)

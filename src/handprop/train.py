@@ -407,6 +407,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     metrics["epochs"] = trainer.current_epoch
     metrics["global_step"] = trainer.global_step
     metrics["train_seconds"] = round(time.perf_counter() - t0, 3)
+    if not trainer.is_global_zero:
+        return metrics  # under DDP only rank 0 writes logs, checkpoints and metrics.json
     if trainer.logger and isinstance(trainer.logger, L.pytorch.loggers.TensorBoardLogger):
         trainer.logger.log_hyperparams(
             hparams_summary(cfg, task), {k: v for k, v in metrics.items() if k.startswith("test/")}
@@ -428,14 +430,22 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def _hydra_main(cfg: DictConfig) -> dict | None:
+def _hydra_main(cfg: DictConfig) -> dict | float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    target = cfg.get("optimized_metric")  # set by hparams_search: sweepers want one number
     try:
-        return train(cfg, run_dir)
+        metrics = train(cfg, run_dir)
+        if target:
+            if target not in metrics:
+                raise ConfigError(
+                    f"optimized_metric={target} is not a metric of this run; choose one of {sorted(k for k in metrics if '/' in k)}"
+                )
+            return float(metrics[target])
+        return metrics
     except Exception as e:  # noqa: BLE001 — every failure becomes one line (trace on request)
         from handprop.datasets import DataError
         from handprop.guards import Diverged
@@ -444,7 +454,8 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
         report(e, verbose_errors(cfg) or not known)
         write_json_atomic(run_dir / "error.json", {"error": f"{type(e).__name__}: {e}"})
         if hc.mode == RunMode.MULTIRUN:
-            return None  # the sweep goes on; the summary lists this job as failed
+            # The sweep goes on; the summary lists this job as failed (a search sees NaN).
+            return float("nan") if target else None
         raise SystemExit(2 if known else 1) from None
 
 
