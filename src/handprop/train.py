@@ -358,6 +358,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     quiet_lightning(verbose_errors(cfg))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     task, loss = resolve_task(cfg, DATA_KINDS.get(cfg.data.name, "regression"))
+    target = cfg.get("optimized_metric")
+    if target:
+        from handprop.model import METRICS
+
+        allowed = [f"{s}/{m}" for s in ("train", "val", "test") for m in ("loss", *METRICS[task])]
+        if target not in allowed:
+            raise ConfigError(
+                f"optimized_metric={target} is not a metric of task={task}; choose one of {', '.join(allowed)}"
+            )
     dm = build_datamodule(cfg, kind=task)
     if task == "binary" and dm.table.num_classes != 2:
         raise ConfigError(
