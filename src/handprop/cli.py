@@ -29,8 +29,19 @@ GROUPS = (
 )
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """A mistake the user can fix (bad setting, bad data, a diverging run): reported as one
+    line, without a traceback."""
+
+
+class ConfigError(UserError, ValueError):
     """A bad config value; the message names the key and what is allowed, in one line."""
+
+
+def is_user_error(err: BaseException) -> bool:
+    from omegaconf.errors import MissingMandatoryValue
+
+    return isinstance(err, UserError | MissingMandatoryValue)
 
 
 def options(group: str) -> list[str]:
@@ -66,13 +77,45 @@ def report(err: BaseException, verbose: bool = False) -> None:
     if verbose:
         traceback.print_exception(err)
     msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if type(err).__name__ == "MissingMandatoryValue":
+        key = msg.rsplit(":", 1)[-1].strip()
+        msg = f"{key} is required: add {key}=... to the command line"
     print(f"error: {msg}", file=sys.stderr)
 
 
-def run_cli(hydra_main: Callable[[], Any]) -> None:
-    """Run a Hydra entry point; known errors end the process with status 2 and one line."""
+def check_composes(config_name: str, argv: list[str]) -> None:
+    """Compose the config with the command line's overrides, so an unknown key or a malformed
+    override is one line here rather than Hydra's multi-line composition report."""
+    import re
+
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
-        check_group_overrides(sys.argv[1:])
+        with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
+            cfg = compose(config_name, overrides=list(argv))
+    except (HydraException, OmegaConfBaseException) as e:
+        text = str(e)
+        found = re.search(r"Key '([^']+)' is not in struct", text) or re.search(
+            r"Could not override '([^']+)'", text
+        )
+        if found:
+            raise ConfigError(
+                f"{found.group(1)} is not a setting of {config_name}; "
+                "see --help for the keys (prefix + to add a new one)"
+            ) from None
+        raise ConfigError(" ".join(text.split())) from None
+    del cfg
+
+
+def run_cli(hydra_main: Callable[[], Any], config_name: str) -> None:
+    """Run a Hydra entry point; known errors end the process with status 2 and one line."""
+    argv = sys.argv[1:]
+    try:
+        check_group_overrides(argv)
+        if not any(a.startswith("-") for a in argv):  # a plain run (not help, cfg, sweep)
+            check_composes(config_name, argv)
     except ConfigError as e:
         report(e)
         raise SystemExit(2) from None

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from handprop.cli import UserError
+
 __all__ = [
     "Table",
     "DataError",
@@ -26,7 +28,7 @@ __all__ = [
 KINDS = ("regression", "binary", "multiclass")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad data or a bad data setting; the message says what to fix, in one line."""
 
 

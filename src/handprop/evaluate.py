@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from handprop.cli import (
     ConfigError,
     format_table,
+    is_user_error,
     report,
     run_cli,
     verbose_errors,
@@ -49,15 +50,13 @@ def _hydra_main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg.ckpt_path, cfg.split, cfg.output)
     except Exception as e:  # noqa: BLE001 — one line, full trace on request
-        from handprop.datasets import DataError
-
-        known = isinstance(e, ConfigError | DataError)
+        known = is_user_error(e)
         report(e, verbose_errors(cfg) or not known)
         raise SystemExit(2 if known else 1) from None
 
 
 def main() -> None:
-    run_cli(_hydra_main)
+    run_cli(_hydra_main, "eval")
 
 
 if __name__ == "__main__":

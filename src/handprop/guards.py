@@ -12,8 +12,10 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from handprop.cli import UserError
 
-class Diverged(RuntimeError):
+
+class Diverged(UserError, RuntimeError):
     """Training produced a NaN or infinite loss; the message says at which step and why."""
 
     def __init__(

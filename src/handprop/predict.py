@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from handprop.cli import ConfigError, report, run_cli, verbose_errors
+from handprop.cli import ConfigError, is_user_error, report, run_cli, verbose_errors
 
 
 def predict(ckpt_path: str, input: str, output: str) -> Path:
@@ -58,15 +58,13 @@ def _hydra_main(cfg: DictConfig) -> None:
     try:
         predict(cfg.ckpt_path, cfg.input, cfg.output)
     except Exception as e:  # noqa: BLE001 — one line, full trace on request
-        from handprop.datasets import DataError
-
-        known = isinstance(e, ConfigError | DataError)
+        known = is_user_error(e)
         report(e, verbose_errors(cfg) or not known)
         raise SystemExit(2 if known else 1) from None
 
 
 def main() -> None:
-    run_cli(_hydra_main)
+    run_cli(_hydra_main, "predict")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from handprop.cli import (
     ConfigError,
     format_table,
+    is_user_error,
     report,
     run_cli,
     verbose_errors,
@@ -456,10 +457,7 @@ def _hydra_main(cfg: DictConfig) -> dict | float | None:
             return float(metrics[target])
         return metrics
     except Exception as e:  # noqa: BLE001 — every failure becomes one line (trace on request)
-        from handprop.datasets import DataError
-        from handprop.guards import Diverged
-
-        known = isinstance(e, ConfigError | DataError | Diverged)
+        known = is_user_error(e)
         report(e, verbose_errors(cfg) or not known)
         write_json_atomic(run_dir / "error.json", {"error": f"{type(e).__name__}: {e}"})
         if hc.mode == RunMode.MULTIRUN:
@@ -470,7 +468,7 @@ def _hydra_main(cfg: DictConfig) -> dict | float | None:
 
 def main() -> None:
     """Console entry point: ``handprop-train [group=option ...] [key=value ...] [-m]``."""
-    run_cli(_hydra_main)
+    run_cli(_hydra_main, "train")
     from handprop.sweep import FAILED_JOBS
 
     if FAILED_JOBS:
