@@ -118,6 +118,7 @@ class HandpropModule(L.LightningModule):
         self.scheduler_interval, self.scheduler_monitor = scheduler_interval, scheduler_monitor
         self.gradient_clip_val, self.fused = gradient_clip_val, fused
         self.last_step_losses: Tensor | None = None
+        self._raw_steps = False
         nx = in_features
         self.register_buffer("x_shift", torch.tensor(x_shift or [0.0] * nx, dtype=torch.float32))
         self.register_buffer("x_scale", torch.tensor(x_scale or [1.0] * nx, dtype=torch.float32))
@@ -177,13 +178,26 @@ class HandpropModule(L.LightningModule):
         first_step = self.trainer.global_step
         losses = torch.empty(len(batches), device=self.device)
         total, rows = torch.zeros((), device=self.device), 0
+        raw = self._raw_steps
         for i, (x, y) in enumerate(batches):
             loss = self.loss_fn(self(x), y)
-            opt.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
-            if self.gradient_clip_val:
-                self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val)
-            opt.step()
+            if raw:
+                # The fast path: the update itself, without Lightning's per-step hook dispatch
+                # (its callbacks' backward/optimizer hooks); _on_before_step/_on_after_step
+                # keep Lightning's step count, so global_step is every update.
+                opt.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if self.gradient_clip_val:
+                    torch.nn.utils.clip_grad_norm_(self.parameters(), self.gradient_clip_val)
+                opt._on_before_step()
+                opt.optimizer.step()
+                opt._on_after_step()
+            else:
+                opt.zero_grad(set_to_none=True)
+                self.manual_backward(loss)
+                if self.gradient_clip_val:
+                    self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val)
+                opt.step()
             if sched is not None:
                 sched.step()
             loss = loss.detach()
@@ -194,6 +208,15 @@ class HandpropModule(L.LightningModule):
         self._log_steps(losses, first_step)
         self.log("train/epoch_loss", total / rows, on_step=False, on_epoch=True, batch_size=rows)
         return losses[-1]
+
+    def on_fit_start(self) -> None:
+        # Raw optimiser steps where nothing needs Lightning's wrappers: several steps per
+        # call, one process (DDP syncs inside its backward hooks) and no loss scaling.
+        dm = getattr(self.trainer, "datamodule", None)
+        k = getattr(dm, "steps_per_call", 1) or 1
+        self._raw_steps = (
+            k > 1 and self.trainer.world_size == 1 and "16-mixed" not in str(self.trainer.precision)
+        )
 
     def _log_steps(self, losses: Tensor, first_step: int) -> None:
         """``train/loss`` of every step, written in bulk with its true global step (one

@@ -347,12 +347,11 @@ def quiet_lightning(verbose: bool) -> None:
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    """Train, test and write ``metrics.json`` into ``run_dir``; return the final metrics."""
+def prepare(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any, Any, str]:
+    """Check the config and build ``(datamodule, model, trainer, task)``: everything a run
+    does before ``fit`` (the benchmark times ``fit`` alone on exactly these objects)."""
     validate(cfg)
-    t0 = time.perf_counter()
     import lightning as L
-    import torch
 
     from handprop.datasets import DATA_KINDS
 
@@ -375,8 +374,17 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         )
     model = build_model(cfg, dm, task, loss)
     set_threads(cfg.num_threads, cfg.gd.batch_size or dm.num_train, model)
-    has_val = dm.indices["val"].size > 0
-    trainer = build_trainer(cfg, run_dir, has_val)
+    trainer = build_trainer(cfg, run_dir, has_val=dm.indices["val"].size > 0)
+    return dm, model, trainer, task
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    """Train, test and write ``metrics.json`` into ``run_dir``; return the final metrics."""
+    t0 = time.perf_counter()
+    dm, model, trainer, task = prepare(cfg, run_dir)
+    import lightning as L
+    import torch
+
     ckpt_path = cfg.ckpt_path
     if ckpt_path == "last":
         ckpt_path = str(run_dir / "checkpoints" / "last.ckpt")
