@@ -624,11 +624,6 @@ def test_bad_input_in_a_real_process(bad_cases, name):
             ["experiment=digits"],
             "test/accuracy",
             0.97,
-            marks=pytest.mark.xfail(
-                reason="known gap: experiment=digits reaches test accuracy 0.959 (seed 42); "
-                "no lr/epochs/hidden setting tried reaches 0.97, see the report",
-                strict=False,
-            ),
             id="digits",
         ),
         pytest.param(["experiment=cancer"], "test/accuracy", 0.96, id="cancer"),

@@ -288,7 +288,6 @@ class HandpropModule(L.LightningModule):
             opt = self.optimizer_fn(self.parameters())
         if self.scheduler_fn is None:
             return opt
+        # Stepped by this module (training_step / on_train_epoch_end), plateau included.
         sched = {"scheduler": self.scheduler_fn(opt), "interval": self.scheduler_interval}
-        if self.scheduler_monitor:
-            sched["monitor"] = self.scheduler_monitor
         return {"optimizer": opt, "lr_scheduler": sched}
