@@ -1,0 +1,211 @@
+"""The notes' student example: eight students, one network, many epochs.
+
+Study hours, sleep hours and quiz score → exam score (``handprop.datasets.students(8)``), the
+notes' cost ``½(y − ŷ)²``, batch gradient descent: in each epoch the *same* weights predict
+every row, the costs of the eight rows are averaged, and the weights are updated once.
+
+Trained twice: by ``handprop-train experiment=students`` itself (Lightning, its per-epoch cost
+read from the CSV log), and by the loop below, which also records every student's own cost.
+Same config, same seed, so the two cost curves coincide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import tempfile
+import warnings
+from pathlib import Path
+
+from handprop.demos._common import COLORS, Report, build, compose, figure, plain_log, threads
+
+SUMMARY = (
+    "One epoch = every row once, through the same weights; with batch gradient descent the "
+    "eight students' costs are averaged and the weights move once per epoch. Repeat, and the "
+    "cost falls epoch by epoch — the hand loop here and handprop-train give the same curve."
+)
+
+
+def _trainer_costs(cfg) -> dict[int, float]:  # noqa: ANN001
+    """Run ``handprop.train.train`` on ``cfg`` in a scratch directory and return its
+    ``train/epoch_loss`` per epoch from the CSV logger."""
+    from handprop.train import train
+
+    with tempfile.TemporaryDirectory(prefix="handprop-demo-") as tmp:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            train(cfg, Path(tmp))
+        costs = {}
+        with open(Path(tmp) / "csv" / "metrics.csv", newline="") as fh:
+            for row in csv.DictReader(fh):
+                v = row.get("train/epoch_loss")
+                if v not in (None, ""):
+                    costs[int(row["epoch"])] = float(v)
+    return costs
+
+
+def run(out: Path, quick: bool = False, trainer: bool = True) -> dict:
+    import numpy as np
+    import torch
+
+    rep = Report("epochs", out, SUMMARY)
+    epochs = 60 if quick else 200
+    cfg = compose(
+        "experiment=students",
+        "logger=csv",
+        "trainer=cpu",
+        f"trainer.max_epochs={epochs}",
+        "callbacks.checkpoint.enabled=false",
+        "callbacks.lr_monitor=false",
+    )
+
+    # ---- the loop, row by row ------------------------------------------------------------------
+    with threads(1):
+        dm, model = build(cfg)
+        net, loss_fn = model.net, model.loss_fn  # MLP(3, [3], 1); the notes' ½(y − ŷ)²
+        opt = model.optimizer_fn(net.parameters())
+        X, y = dm.split("train")  # all 8 students (no validation split for 8 rows)
+        per_row, cost, yhat = [], [], []
+        for _ in range(epochs):
+            z = net(X)
+            with torch.no_grad():  # each student's own cost, with this epoch's weights
+                per_row.append(loss_fn(z, y, reduction="none")[:, 0].numpy().copy())
+                yhat.append(z[:, 0].numpy().copy())
+            c = loss_fn(z, y)  # the epoch's cost: the mean over the eight rows
+            opt.zero_grad()
+            c.backward()
+            opt.step()  # one update per epoch: batch gradient descent
+            cost.append(float(c.detach()))
+        with torch.no_grad():
+            z = net(X)
+            per_row.append(loss_fn(z, y, reduction="none")[:, 0].numpy().copy())
+            yhat.append(z[:, 0].numpy().copy())
+            cost_final = float(loss_fn(z, y))
+    per_row, yhat = np.array(per_row), np.array(yhat)  # (epochs + 1, 8)
+
+    # ---- the same config through the trainer ----------------------------------------------------
+    trained = {}
+    if trainer:
+        with threads(1):
+            trained = _trainer_costs(cfg)
+    common = [e for e in range(epochs) if e in trained]
+    rel = max((abs(trained[e] - cost[e]) / cost[e] for e in common), default=float("nan"))
+
+    # ---- tables ------------------------------------------------------------------------------------
+    t = dm.table
+    rows = dm.indices["train"]
+    ys, yt = float(dm.y_scaler.scale[0]), float(dm.y_scaler.shift[0])
+    to_score = lambda v: v * ys + yt  # noqa: E731  standardised → exam points
+    t1 = rep.table(
+        "The eight students: the same weights predict every row",
+        [
+            "student",
+            "study h",
+            "sleep h",
+            "quiz",
+            "exam",
+            "predicted, epoch 1",
+            f"predicted, epoch {epochs}",
+            "cost, epoch 1",
+            f"cost, epoch {epochs}",
+        ],
+        note="Costs are 1/2 (y - yhat)^2 on the standardised exam score, as the network sees it.",
+    )
+    for i, r in enumerate(rows):
+        t1.add(
+            i + 1,
+            *np.round(t.X[r], 1).tolist(),
+            round(float(t.y[r]), 1),
+            to_score(yhat[0, i]),
+            to_score(yhat[-1, i]),
+            per_row[0, i],
+            per_row[-1, i],
+        )
+    t2 = rep.table(
+        "Cost per epoch (mean over the 8 rows, before that epoch's update)",
+        ["epoch", "this loop", "handprop-train experiment=students"],
+        note=(
+            f"Largest relative difference between the two: {rel:.1e} (float32, different "
+            "summation order). Config: batch GD, SGD lr 0.05, MLP 3-3-1, cost quadratic."
+            if trained
+            else "Trainer run skipped."
+        ),
+    )
+    shown = sorted({1, 2, 3, 5, 10, 20, 50, 100, 200, epochs} & set(range(1, epochs + 1)))
+    for e in shown:
+        t2.add(e, cost[e - 1], trained.get(e - 1, "-"))
+
+    # ---- figure ------------------------------------------------------------------------------------
+    fig, axes = figure(13, 4, 1, 3, width_ratios=[1, 1, 1.1])
+    ax = axes[0]
+    ep = np.arange(1, epochs + 1)
+    ax.plot(ep, cost, color=COLORS[0], lw=2.5, label="this loop")
+    if trained:
+        te = np.array(common)
+        step = max(1, len(te) // 25)
+        ax.plot(
+            te[::step] + 1,
+            [trained[e] for e in te[::step]],
+            "o",
+            mfc="none",
+            mec=COLORS[1],
+            ms=6,
+            label="handprop-train",
+        )
+    ax.set_yscale("log")
+    plain_log(ax)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cost: mean of 1/2 (y - yhat)^2 over 8 rows")
+    ax.set_title("the cost, epoch by epoch", fontsize=10)
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    err = to_score(yhat) - t.y[dm.indices["train"]][None, :]  # (epochs + 1, 8), exam points
+    for i in range(err.shape[1]):
+        ax.plot(
+            np.arange(len(err)) + 1,
+            err[:, i],
+            lw=1.5,
+            color=COLORS[i % len(COLORS)],
+            ls="-" if i < len(COLORS) else "--",
+            label=f"student {i + 1}",
+        )
+    ax.axhline(0, color="0.4", lw=0.8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("prediction - actual (exam points)")
+    ax.set_title("each student's error (same weights for all)", fontsize=10)
+    ax.legend(fontsize=7, ncols=2)
+    ax = axes[2]
+    idx = np.arange(per_row.shape[1])
+    actual = t.y[rows]
+    ax.bar(idx, actual, color="0.85", label="actual score")
+    marks = sorted({0, min(9, epochs - 1), min(49, epochs - 1), epochs})
+    for k, e in enumerate(marks):
+        ax.plot(
+            idx,
+            to_score(yhat[e]),
+            "o",
+            color=COLORS[(k + 1) % len(COLORS)],
+            ms=6,
+            label=f"epoch {e + 1 if e < epochs else epochs}" + (" (start)" if e == 0 else ""),
+        )
+    ax.set_xticks(idx, [str(i + 1) for i in idx])
+    ax.set_xlabel("student")
+    ax.set_ylabel("exam score")
+    lo = min(actual.min(), to_score(yhat).min())
+    ax.set_ylim(max(0, lo - 10), 114)
+    ax.set_title("predictions move towards the scores", fontsize=10)
+    ax.legend(fontsize=7, loc="upper center", ncols=3, title="predicted at", title_fontsize=7)
+    rep.figure(fig, "epochs.png")
+
+    rep.values.update(
+        {
+            "epochs": epochs,
+            "cost": cost,
+            "cost_final": cost_final,
+            "trainer_cost": [trained[e] for e in common],
+            "max_rel_diff_vs_trainer": rel,
+            "per_student_cost": per_row.tolist(),
+        }
+    )
+    return rep.finish()

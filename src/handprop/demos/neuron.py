@@ -1,0 +1,153 @@
+"""Activation functions and their derivatives, the derivatives from the hand-written backward.
+
+Each curve ``a(z)`` is handprop's forward; each derivative ``da/dz`` is
+``torch.autograd.grad`` through it, i.e. the ``backward`` of the Function in
+:mod:`handprop.functional` (no formula is re-typed here). A central finite difference of the
+forward checks each backward.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from handprop.demos._common import COLORS, Report, figure
+
+SUMMARY = (
+    "Each neuron computes z = w·x + b and a = activation(z). The curves are handprop's "
+    "forward passes; the derivatives are what their hand-written backward returns "
+    "(autograd.grad through handprop.functional), checked against finite differences."
+)
+
+
+def _derivative(fn, z):  # noqa: ANN001, ANN202
+    """``a = fn(z)`` and ``da/dz`` elementwise, from the Function's backward."""
+    import torch
+
+    z = z.detach().clone().requires_grad_(True)
+    a = fn(z)
+    (g,) = torch.autograd.grad(a, z, torch.ones_like(a))
+    return a.detach(), g, a.grad_fn
+
+
+def _central_difference(fn, z, h: float = 1e-6):  # noqa: ANN001, ANN202
+    return (fn(z + h) - fn(z - h)) / (2 * h)
+
+
+def run(out: Path, quick: bool = False) -> dict:
+    import torch
+
+    from handprop import functional as F
+    from handprop.functional import FUNCTIONS
+
+    rep = Report("neuron", out, SUMMARY)
+    z = torch.linspace(-5, 5, 201 if quick else 1001, dtype=torch.float64)
+    slope = 0.01  # the notes' leaky ReLU
+    acts = {
+        "sigmoid": F.sigmoid,
+        "tanh": F.tanh,
+        "relu": F.relu,
+        "leaky_relu": lambda t: F.leaky_relu(t, slope),
+    }
+    probe = torch.tensor([-2.0, 0.0, 2.0], dtype=torch.float64)
+    t1 = rep.table(
+        "Activations: values and derivatives (derivatives from the Function's backward)",
+        [
+            "activation",
+            "a(-2)",
+            "a(0)",
+            "a(2)",
+            "a'(-2)",
+            "a'(0)",
+            "a'(2)",
+            "max a'",
+            "backward",
+            "max err vs finite diff",
+        ],
+        note="a'(0) of ReLU is 0, as torch defines it at the kink. The sigmoid's slope is at "
+        "most 0.25: stacked sigmoid layers shrink the error signal (vanishing gradients).",
+    )
+    curves, values = {}, {}
+    away = z.abs() > 1e-3  # finite differences straddle the kink of (leaky) ReLU at 0
+    for name, fn in acts.items():
+        a, g, node = _derivative(fn, z)
+        if node._forward_cls not in FUNCTIONS.values():  # the hand-written backward must run
+            raise AssertionError(f"{name}: backward node {node} is not a handprop Function")
+        fd = _central_difference(fn, z)
+        err = float((g - fd)[away].abs().max())
+        pa, pg, _ = _derivative(fn, probe)
+        curves[name] = (a.numpy(), g.numpy())
+        values[name] = {"max_derivative": float(g.max()), "fd_error": err}
+        t1.add(name, *pa.tolist(), *pg.tolist(), float(g.max()), type(node).__name__, err)
+
+    # Softmax over three logits z = (t, 0, 1): probabilities and the Jacobian column ∂a/∂z₁.
+    Z = torch.stack([z, torch.zeros_like(z), torch.ones_like(z)], dim=1).requires_grad_(True)
+    A = F.softmax(Z, dim=1)
+    if A.grad_fn._forward_cls not in FUNCTIONS.values():
+        raise AssertionError(f"softmax: backward node {A.grad_fn} is not a handprop Function")
+    dA = [
+        torch.autograd.grad(A[:, i].sum(), Z, retain_graph=True)[0][:, 0] for i in range(3)
+    ]  # rows are independent samples, so the sum picks out ∂aᵢ/∂z₁ per row
+    fd0 = _central_difference(
+        lambda t: F.softmax(torch.stack([t, Z[:, 1].detach(), Z[:, 2].detach()], 1), 1), z
+    )
+    sm_err = max(float((dA[i] - fd0[:, i]).abs().max()) for i in range(3))
+    values["softmax"] = {"fd_error": sm_err}
+
+    z0 = torch.tensor([2.0, 1.0, 0.1], dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda v: F.softmax(v, 0), z0)
+    a0 = F.softmax(z0, 0)
+    t2 = rep.table(
+        "Softmax at z = (2, 1, 0.1): probabilities and Jacobian da_i/dz_j from the backward",
+        ["i", "z_i", "a_i", "da_i/dz_1", "da_i/dz_2", "da_i/dz_3"],
+        note=f"Every column sums to 0 (the probabilities always sum to 1); max error of the backward against a "
+        f"finite difference along the curves: {sm_err:.2g}.",
+    )
+    for i in range(3):
+        t2.add(i + 1, float(z0[i]), float(a0[i]), *jac[i].tolist())
+    values["softmax"]["jacobian"] = jac.tolist()
+
+    # ---- figure --------------------------------------------------------------------------------
+    fig, axes = figure(10, 5.6, 2, 3)
+    zs = z.numpy()
+    titles = {
+        "sigmoid": "sigmoid  1/(1+e^-z)",
+        "tanh": "tanh",
+        "relu": "ReLU  max(0, z)",
+        "leaky_relu": f"leaky ReLU  (slope {slope} for z<0)",
+    }
+    for ax, (name, (a, g)) in zip(axes.flat, curves.items(), strict=False):
+        ax.plot(zs, a, color=COLORS[0], lw=2, label="a(z)")
+        ax.plot(zs, g, color=COLORS[1], lw=2, ls="--", label="da/dz (backward)")
+        ax.axhline(0, color="0.7", lw=0.8)
+        ax.axvline(0, color="0.7", lw=0.8)
+        ax.set_title(titles[name], fontsize=10)
+        ax.set_xlabel("z")
+        ax.set_ylim(*{"sigmoid": (-0.1, 1.35), "tanh": (-1.15, 1.6)}.get(name, (-0.3, 5.2)))
+        ax.legend(fontsize=8, loc="upper left")
+    axes[1, 0].annotate(
+        f"slope {slope}, not 0:\nno dead neurons",
+        xy=(-3, slope),
+        xytext=(-4.6, 1.6),
+        fontsize=8,
+        arrowprops={"arrowstyle": "->", "color": "0.4"},
+    )
+    ax = axes[1, 1]
+    for i in range(3):
+        ax.plot(zs, A[:, i].detach().numpy(), color=COLORS[i], lw=2, label=f"a{i + 1}")
+        ax.plot(zs, dA[i].numpy(), color=COLORS[i], lw=1.5, ls="--", label=f"da{i + 1}/dz1")
+    ax.axhline(0, color="0.7", lw=0.8)
+    ax.set_title("softmax of z = (z1, 0, 1)", fontsize=10)
+    ax.set_xlabel("z1")
+    ax.set_ylim(-0.25, 1.3)
+    ax.legend(fontsize=7, ncols=3, loc="upper left")
+    # All derivatives side by side: how much error signal each one lets through.
+    ax = axes[1, 2]
+    for i, (name, (_, g)) in enumerate(curves.items()):
+        ax.plot(zs, g, color=COLORS[i], lw=2, ls=(0, (4, 3)) if i == 3 else "-", label=name)
+    ax.set_title("the derivatives together", fontsize=10)
+    ax.set_xlabel("z")
+    ax.set_ylim(-0.05, 1.1)
+    ax.legend(fontsize=8)
+    rep.figure(fig, "activations.png")
+    rep.values.update(values)
+    return rep.finish()
