@@ -595,3 +595,17 @@ def test_non_contiguous_inputs(case, dtype):
         torch.testing.assert_close(a.grad, b.grad, atol=TOL[dtype][0], rtol=TOL[dtype][1])
     if dtype == F64:
         assert gradcheck(fn, make(F64))
+
+
+def test_functorch_transforms_take_torchs_full_apply_path() -> None:
+    """HandFunction.apply skips torch's per-call signature binding, except under functorch
+    transforms, where torch's own path is required: torch.func.grad must still work."""
+    x = torch.randn(5, dtype=torch.float64)
+    w = torch.randn(3, 5, dtype=torch.float64)
+
+    def cost(t: torch.Tensor) -> torch.Tensor:
+        return F.tanh(F.linear(t.unsqueeze(0), w)).sum()
+
+    xr = x.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(cost(xr), xr)
+    torch.testing.assert_close(torch.func.grad(cost)(x), expected)

@@ -37,6 +37,23 @@ __all__ = [
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+class HandFunction(Function):
+    """A ``Function`` applied with every argument positional (as the wrappers below do).
+
+    torch's ``Function.apply`` binds the arguments to ``forward``'s signature on every call
+    when ``setup_context`` is defined (to fill in defaults): ``inspect.signature`` then costs
+    ~10 µs, more than a small layer's arithmetic. With all arguments given there is nothing to
+    fill in, so this goes straight to the C++ ``apply``; under functorch transforms (vmap,
+    grad, …) it takes torch's full path.
+    """
+
+    @classmethod
+    def apply(cls, *args: Any) -> Any:
+        if torch._C._are_functorch_transforms_active():
+            return super().apply(*args)
+        return super(Function, cls).apply(*args)
+
+
 def _check_reduction(reduction: str) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
@@ -58,7 +75,7 @@ def _count(loss_shape: torch.Size, reduction: str) -> int:
 # --------------------------------------------------------------------------------------------
 # The neuron: z = x Wᵀ + b
 # --------------------------------------------------------------------------------------------
-class LinearFunction(Function):
+class LinearFunction(HandFunction):
     r"""The weighted sum of a layer of neurons, ``z = x Wᵀ + b``.
 
     Shapes: ``x`` (*, in), ``W`` (out, in), ``b`` (out,) or None, ``z`` (*, out); ``*`` is any
@@ -110,7 +127,7 @@ class LinearFunction(Function):
 # --------------------------------------------------------------------------------------------
 # Activation functions a = activation(z)
 # --------------------------------------------------------------------------------------------
-class SigmoidFunction(Function):
+class SigmoidFunction(HandFunction):
     r"""``a = σ(z) = 1 / (1 + e^{-z})``; derivative ``σ'(z) = a (1 − a)``.
 
     Shapes: any; elementwise. Forward uses torch's sigmoid kernel, which evaluates the same
@@ -131,7 +148,7 @@ class SigmoidFunction(Function):
         return grad_output * a * (1 - a)
 
 
-class TanhFunction(Function):
+class TanhFunction(HandFunction):
     r"""``a = tanh(z) = (e^z − e^{-z}) / (e^z + e^{-z})``; derivative ``1 − a²``.
 
     Shapes: any; elementwise. The backward needs only the output ``a``.
@@ -151,7 +168,7 @@ class TanhFunction(Function):
         return grad_output * (1 - a * a)
 
 
-class ReLUFunction(Function):
+class ReLUFunction(HandFunction):
     r"""``a = max(0, z)``; derivative ``1`` where ``z > 0``, else ``0`` (0 at the kink, as torch).
 
     Shapes: any; elementwise. ``a > 0`` exactly where ``z > 0``, so the output is saved
@@ -178,7 +195,7 @@ class ReLUFunction(Function):
         return a.sign().mul_(grad_output)  # 1[z > 0] ⊙ g
 
 
-class LeakyReLUFunction(Function):
+class LeakyReLUFunction(HandFunction):
     r"""``a = z`` if ``z > 0`` else ``slope · z``; derivative ``1`` if ``z > 0`` else ``slope``.
 
     Shapes: any; elementwise. ``slope`` is the notes' 0.01 by default.
@@ -200,7 +217,7 @@ class LeakyReLUFunction(Function):
         return torch.where(z > 0, grad_output, grad_output * ctx.negative_slope), None
 
 
-class SoftmaxFunction(Function):
+class SoftmaxFunction(HandFunction):
     r"""``aᵢ = e^{zᵢ} / Σⱼ e^{zⱼ}`` along ``dim``; computed as ``e^{zᵢ − m} / Σⱼ e^{zⱼ − m}``
     with ``m = maxⱼ zⱼ`` so no exponential overflows.
 
@@ -229,7 +246,7 @@ class SoftmaxFunction(Function):
 # --------------------------------------------------------------------------------------------
 # Cost functions C(ŷ, y), reduction included so the loss value itself has a hand-written grad
 # --------------------------------------------------------------------------------------------
-class SquaredErrorFunction(Function):
+class SquaredErrorFunction(HandFunction):
     r"""``C = scale · (ŷ − y)²`` per element, then reduced (mean over all elements, sum, none).
 
     ``scale = 1`` is ``mse_loss``; ``scale = ½`` is the notes' cost ``½ (y − ŷ)²``, whose
@@ -262,7 +279,7 @@ class SquaredErrorFunction(Function):
         return grad_input, grad_target, None, None
 
 
-class BCEWithLogitsFunction(Function):
+class BCEWithLogitsFunction(HandFunction):
     r"""Binary cross-entropy on logits ``z``, with ``ŷ = σ(z)``:
 
     ``C = −[y log σ(z) + (1 − y) log(1 − σ(z))]``, evaluated in the softplus form
@@ -298,7 +315,7 @@ class BCEWithLogitsFunction(Function):
         return grad_input, grad_target, None
 
 
-class CrossEntropyFunction(Function):
+class CrossEntropyFunction(HandFunction):
     r"""Softmax cross-entropy on logits ``z`` with class dimension ``1`` (or ``0`` unbatched).
 
     ``C = −Σᵢ pᵢ log softmax(z)ᵢ = logsumexp(z) − Σᵢ pᵢ zᵢ``, where ``p`` is the one-hot of a
