@@ -35,14 +35,14 @@ def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
 
 
 def test_divergence_stops_at_the_step_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
-    # lr grows 3x per epoch: finite for a few epochs, then the loss overflows.
+    # lr doubles every epoch: finite for a few epochs, then the loss overflows.
     run = tmp_path / "run"
     r = cli(
         *TINY,
         "optimizer=sgd",
-        "optimizer.lr=0.5",
+        "optimizer.lr=0.1",
         "scheduler=exponential",
-        "scheduler.fn.gamma=3",
+        "scheduler.fn.gamma=2",
         "data.preprocessing=none",
         "trainer.max_epochs=60",
         f"hydra.run.dir={run}",
@@ -53,7 +53,7 @@ def test_divergence_stops_at_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     assert "diverged at step" in line and "last finite loss" in line
     assert "learning rate too high" in line and "unscaled inputs" in line
     step = int(line.split("at step ")[1].split(":")[0])
-    assert step > 0
+    assert step > 7  # past the first epoch (7 updates), so a checkpoint exists
     assert not (run / "metrics.json").exists()  # not a finished run
     last = run / "checkpoints" / "last.ckpt"
     assert str(last) in line
