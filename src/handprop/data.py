@@ -88,7 +88,7 @@ class TensorBatches:
 
     def _rows(self) -> int:
         rank, world = self._shard()
-        return len(range(rank, len(self.X), world)) if world > 1 else len(self.X)
+        return len(self.X) // world if world > 1 else len(self.X)
 
     def num_batches(self) -> int:
         """Optimiser steps per epoch (on this rank)."""
@@ -110,9 +110,11 @@ class TensorBatches:
         self.epoch += 1
         rank, world = self._shard()
         if world > 1:  # each rank: its own stride of the shared permutation, disjoint shards
+            # of equal size (the last n % world rows of this epoch's order sit out): a rank
+            # with one batch more would wait forever in DDP's gradient all-reduce.
             order = (order if order is not None else torch.arange(n, device=self.X.device))[
-                rank::world
-            ]
+                : n - n % world
+            ][rank::world]
         return order
 
     def _take(self, order: Tensor | None, start: int, stop: int) -> tuple[Tensor, Tensor]:

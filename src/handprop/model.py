@@ -206,7 +206,15 @@ class HandpropModule(L.LightningModule):
             rows += len(x)
         self.last_step_losses = losses
         self._log_steps(losses, first_step)
-        self.log("train/epoch_loss", total / rows, on_step=False, on_epoch=True, batch_size=rows)
+        # sync_dist: under DDP the epoch values are over every rank's rows, not rank 0's alone
+        self.log(
+            "train/epoch_loss",
+            total / rows,
+            on_step=False,
+            on_epoch=True,
+            batch_size=rows,
+            sync_dist=True,
+        )
         return losses[-1]
 
     def on_fit_start(self) -> None:
@@ -245,7 +253,13 @@ class HandpropModule(L.LightningModule):
         z = self(x)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(*self._metric_inputs(z, y))
-        self.log(f"{stage}/loss", self.loss_fn(z, y), batch_size=len(x), prog_bar=stage == "val")
+        self.log(
+            f"{stage}/loss",
+            self.loss_fn(z, y),
+            batch_size=len(x),
+            prog_bar=stage == "val",
+            sync_dist=True,  # DDP: the loss over all ranks' shards (checkpoint, early stopping)
+        )
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -255,7 +269,8 @@ class HandpropModule(L.LightningModule):
 
     def _log_metrics(self, stage: str) -> None:
         metrics = self.val_metrics if stage == "val" else self.test_metrics
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.compute().items()})
+        # torchmetrics already reduced these over DDP ranks; sync_dist only marks them as such
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.compute().items()}, sync_dist=True)
         metrics.reset()
 
     def on_validation_epoch_end(self) -> None:

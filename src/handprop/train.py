@@ -393,8 +393,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 
         load_module(ckpt_path)  # refuses a missing, foreign or unsafe file in one line
     # A run directory says whether its run finished: no metrics.json until it has.
-    for stale in ("metrics.json", "error.json"):
-        (run_dir / stale).unlink(missing_ok=True)
+    if trainer.is_global_zero:  # under DDP the other ranks write nothing here
+        for stale in ("metrics.json", "error.json"):
+            (run_dir / stale).unlink(missing_ok=True)
     from handprop.guards import Diverged
 
     try:
