@@ -38,14 +38,42 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 class HandFunction(Function):
-    """A ``Function`` applied with every argument positional (as the wrappers below do).
+    """The base of every handprop Function: two pieces of plumbing, no mathematics.
 
-    torch's ``Function.apply`` binds the arguments to ``forward``'s signature on every call
-    when ``setup_context`` is defined (to fill in defaults): ``inspect.signature`` then costs
-    ~10 µs, more than a small layer's arithmetic. With all arguments given there is nothing to
-    fill in, so this goes straight to the C++ ``apply``; under functorch transforms (vmap,
-    grad, …) it takes torch's full path.
+    * ``apply`` with every argument positional (as the wrappers below call it). torch's
+      ``Function.apply`` binds the arguments to ``forward``'s signature on every call when
+      ``setup_context`` is defined (to fill in defaults): ``inspect.signature`` then costs
+      ~10 µs, more than a small layer's arithmetic. With all arguments given there is nothing
+      to fill in, so this goes straight to the C++ ``apply``; under functorch transforms
+      (vmap, grad, …) it takes torch's full path.
+    * Mixed precision: the backward runs under the autocast state its forward ran under (what
+      ``torch.amp.custom_bwd`` does for old-style Functions), so a forward in bf16 under
+      ``torch.autocast`` and a backward after leaving it still meet in one dtype.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        setup, backward = cls.__dict__.get("setup_context"), cls.__dict__.get("backward")
+        if setup is None or backward is None:
+            return
+        setup_fn, backward_fn = setup.__func__, backward.__func__
+
+        def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
+            dev = inputs[0].device.type  # every handprop Function's first input is a tensor
+            on = torch.is_autocast_enabled(dev)
+            ctx.autocast = (dev, on, torch.get_autocast_dtype(dev) if on else None)
+            setup_fn(ctx, inputs, output)
+
+        def backward_(ctx: Any, *grads: Any) -> Any:
+            dev, on, dtype = ctx.autocast
+            if on == torch.is_autocast_enabled(dev) and not on:
+                return backward_fn(ctx, *grads)  # the common case: no autocast anywhere
+            with torch.autocast(dev, enabled=on, dtype=dtype or torch.get_autocast_dtype(dev)):
+                return backward_fn(ctx, *grads)
+
+        backward_.__doc__ = backward_fn.__doc__
+        cls.setup_context = staticmethod(setup_context)
+        cls.backward = staticmethod(backward_)
 
     @classmethod
     def apply(cls, *args: Any) -> Any:
@@ -406,7 +434,17 @@ def softmax(input: Tensor, dim: int, dtype: torch.dtype | None = None) -> Tensor
     """``e^{zᵢ} / Σⱼ e^{zⱼ}`` along ``dim``; ``dtype`` casts the input first, as torch does."""
     if dtype is not None:
         input = input.to(dtype)
+    (input,) = _fp32_under_autocast(input)
     return SoftmaxFunction.apply(input, dim)
+
+
+def _fp32_under_autocast(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """Exponentials, logs and sums of squares in float32 under autocast, as torch's autocast
+    runs softmax and the losses (bf16 log-sum-exp is off by ~0.3 %)."""
+    dev = tensors[0].device.type
+    if not torch.is_autocast_enabled(dev):
+        return tensors
+    return tuple(t.float() if t.is_floating_point() else t for t in tensors)
 
 
 def _check_same_shape(input: Tensor, target: Tensor, name: str) -> None:
@@ -421,6 +459,7 @@ def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Mean squared error ``(ŷ − y)²``, reduced. ``input`` and ``target`` the same shape."""
     _check_reduction(reduction)
     _check_same_shape(input, target, "mse_loss")
+    input, target = _fp32_under_autocast(input, target)
     return SquaredErrorFunction.apply(input, target, reduction, 1.0)
 
 
@@ -431,6 +470,7 @@ def quadratic_cost(input: Tensor, target: Tensor, reduction: str = "mean") -> Te
     """
     _check_reduction(reduction)
     _check_same_shape(input, target, "quadratic_cost")
+    input, target = _fp32_under_autocast(input, target)
     return SquaredErrorFunction.apply(input, target, reduction, 0.5)
 
 
@@ -440,6 +480,7 @@ def binary_cross_entropy_with_logits(
     """``−[y log σ(z) + (1−y) log(1−σ(z))]`` from logits ``z``; same shapes, ``y`` in [0, 1]."""
     _check_reduction(reduction)
     _check_same_shape(input, target, "binary_cross_entropy_with_logits")
+    input, target = _fp32_under_autocast(input, target)
     return BCEWithLogitsFunction.apply(input, target, reduction)
 
 
@@ -457,6 +498,7 @@ def cross_entropy(input: Tensor, target: Tensor, reduction: str = "mean") -> Ten
                 f"cross_entropy: class-index target of shape {tuple(target.shape)} does not "
                 f"fit logits of shape {tuple(input.shape)}; expected {tuple(expected)}"
             )
+    input, target = _fp32_under_autocast(input, target)
     return CrossEntropyFunction.apply(input, target, reduction)
 
 

@@ -7,6 +7,7 @@ directory and prints one line per job.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ class SweepSummary(Callback):
     """Hydra callback: summarise the sweep when it ends."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if os.environ.get("RANK", "0") != "0" or os.environ.get("LOCAL_RANK", "0") != "0":
+            return  # a DDP worker re-running the command: rank 0 writes the summary
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
