@@ -69,7 +69,7 @@ def cases(quick: bool) -> list[Case]:
     c.append(
         Case(
             "784-256-256-10, 60,000 rows, batch 256",
-            ["data=csv", "task=multiclass", "data.target=label"],
+            ["data=blobs", "data.n_samples=60000"],
             [256, 256],
             256,
             1,
@@ -88,17 +88,6 @@ def cases(quick: bool) -> list[Case]:
             )
         )
     return c
-
-
-def synthetic_784(path: Path, n: int = 60_000, seed: int = 0) -> None:
-    """60,000 rows of 784 features in 10 classes (class means apart), as a CSV for data=csv."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 10, n)
-    centers = rng.normal(0, 1, (10, 784)).astype(np.float32)
-    X = centers[y] * 0.3 + rng.normal(0, 1, (n, 784)).astype(np.float32)
-    header = ",".join([*(f"x{i}" for i in range(784)), "label"])
-    rows = np.concatenate([X.round(3), y[:, None]], axis=1)
-    np.savetxt(path, rows, delimiter=",", header=header, comments="", fmt="%.3g")
 
 
 def handprop_objects(case: Case, extra: list[str], run_dir: Path):  # noqa: ANN201
@@ -221,6 +210,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions (median)")
     ap.add_argument("--quick", action="store_true", help="small cases, one repetition")
     ap.add_argument("--out", default="outputs/bench", help="folder for the markdown table")
+    ap.add_argument("--only", default="", help="run only cases whose name contains this")
+    ap.add_argument(
+        "extra", nargs="*", help="extra handprop-train overrides, e.g. steps_per_call=1"
+    )
     args = ap.parse_args()
     reps = 1 if args.quick else args.reps
     torch.set_num_threads(torch.get_num_threads())
@@ -228,13 +221,8 @@ def main() -> None:
     peak = matmul_peak_gflops()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        csv784 = Path(tmp) / "x784.csv"
-        for case in cases(args.quick):
-            extra: list[str] = []
-            if case.matmul_fraction:
-                if not csv784.exists():
-                    synthetic_784(csv784)
-                extra.append(f"data.path={csv784}")
+        for case in (c for c in cases(args.quick) if args.only in c.name):
+            extra: list[str] = list(args.extra)
             # The same rows for everyone: handprop's own split and scaling.
             dm, model, _, task = handprop_objects(case, extra, Path(tmp) / "probe")
             threads = torch.get_num_threads()  # what handprop chose for this size
@@ -282,8 +270,9 @@ def main() -> None:
     print("\n" + table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_train.md").write_text(table + "\n")
-    print(f"\nwritten: {out / 'bench_train.md'}")
+    name = "bench_train" + ("_" + "_".join(args.extra) if args.extra else "") + ".md"
+    (out / name).write_text(table + "\n")
+    print(f"\nwritten: {out / name}")
 
 
 def _row_line(row: dict) -> str:

@@ -108,6 +108,21 @@ def students(n_samples: int = 8, noise: float = 2.0, seed: int = 0) -> Table:
     )
 
 
+def blobs(
+    n_samples: int = 60_000, n_features: int = 784, n_classes: int = 10, seed: int = 0
+) -> Table:
+    """Synthetic classification: ``n_classes`` Gaussian clouds in ``n_features`` dimensions
+    (class means ~N(0, 0.3²) per feature, unit noise). For timing wide networks, e.g. the
+    MNIST-sized 784-256-256-10, without downloading anything."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_classes, n_samples)
+    centers = rng.normal(0, 0.3, (n_classes, n_features))
+    X = centers[y] + rng.standard_normal((n_samples, n_features))
+    names = [f"x{i}" for i in range(n_features)]
+    classes = [str(c) for c in range(n_classes)]
+    return Table(X, y.astype(np.int64), names, "label", "multiclass", classes)
+
+
 # --------------------------------------------------------------------------------------------
 # scikit-learn's bundled data sets (installed with the package, never downloaded)
 # --------------------------------------------------------------------------------------------
@@ -265,12 +280,13 @@ def _classify(
     return Table(X, index.astype(np.int64), features, target, kind, [str(c) for c in labels])
 
 
-DATASETS = ("property_prices", "students", *_SKLEARN, "csv")
+DATASETS = ("property_prices", "students", "blobs", *_SKLEARN, "csv")
 
 #: The kind of each bundled data set (a CSV's kind is the task the user names).
 DATA_KINDS: dict[str, str] = {
     "property_prices": "regression",
     "students": "regression",
+    "blobs": "multiclass",
     **{name: kind for name, (_, kind) in _SKLEARN.items()},
 }
 
@@ -285,12 +301,16 @@ def load_table(
     target: str | None = None,
     features: list[str] | None = None,
     kind: str | None = None,
+    n_features: int | None = None,
+    n_classes: int | None = None,
 ) -> Table:
     """Load a data set by its config name (see :data:`DATASETS`)."""
     if name == "property_prices":
         return property_prices(n_samples or 2000, 0.05 if noise is None else noise, seed)
     if name == "students":
         return students(n_samples or 8, 2.0 if noise is None else noise, seed)
+    if name == "blobs":
+        return blobs(n_samples or 60_000, n_features or 784, n_classes or 10, seed)
     if name in _SKLEARN:
         return _sklearn(name)
     if name == "csv":

@@ -88,7 +88,7 @@ def validate(cfg: DictConfig) -> None:
         "data.preprocessing",
         "one of standardize, normalize, none",
     )
-    for key in ("data.n_samples",):
+    for key in ("data.n_samples", "data.n_features", "data.n_classes"):
         if OmegaConf.select(cfg, key) is not None:
             need(is_int(key) and OmegaConf.select(cfg, key) > 0, key, "a positive integer")
     need(
@@ -173,6 +173,8 @@ def build_datamodule(cfg: DictConfig, kind: str | None = None):  # noqa: ANN201
         target=d.get("target"),
         features=list(d.features) if d.get("features") else None,
         kind=kind if d.name == "csv" else None,
+        n_features=d.get("n_features"),
+        n_classes=d.get("n_classes"),
     )
     return TabularDataModule(
         table,
