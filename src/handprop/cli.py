@@ -83,6 +83,17 @@ def report(err: BaseException, verbose: bool = False) -> None:
     print(f"error: {msg}", file=sys.stderr)
 
 
+def call_reporting(fn: Callable[[], Any], cfg: Any) -> Any:
+    """``fn()``, with any failure reported as one line and the process ended: status 2 for
+    a user's mistake, 1 for anything else (whose traceback is then shown too)."""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 — every failure becomes one line (trace on request)
+        known = is_user_error(e)
+        report(e, verbose_errors(cfg) or not known)
+        raise SystemExit(2 if known else 1) from None
+
+
 def check_composes(config_name: str, argv: list[str]) -> None:
     """Compose the config with the command line's overrides, so an unknown key or a malformed
     override is one line here rather than Hydra's multi-line composition report."""

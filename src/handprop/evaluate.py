@@ -14,11 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from handprop.cli import (
     ConfigError,
+    call_reporting,
     format_table,
-    is_user_error,
-    report,
     run_cli,
-    verbose_errors,
     write_json_atomic,
 )
 
@@ -47,12 +45,7 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None) -> 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg.ckpt_path, cfg.split, cfg.output)
-    except Exception as e:  # noqa: BLE001 — one line, full trace on request
-        known = is_user_error(e)
-        report(e, verbose_errors(cfg) or not known)
-        raise SystemExit(2 if known else 1) from None
+    call_reporting(lambda: evaluate(cfg.ckpt_path, cfg.split, cfg.output), cfg)
 
 
 def main() -> None:

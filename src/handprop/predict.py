@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from handprop.cli import ConfigError, is_user_error, report, run_cli, verbose_errors
+from handprop.cli import ConfigError, call_reporting, run_cli
 
 
 def predict(ckpt_path: str, input: str, output: str) -> Path:
@@ -55,12 +55,7 @@ def predict(ckpt_path: str, input: str, output: str) -> Path:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        predict(cfg.ckpt_path, cfg.input, cfg.output)
-    except Exception as e:  # noqa: BLE001 — one line, full trace on request
-        known = is_user_error(e)
-        report(e, verbose_errors(cfg) or not known)
-        raise SystemExit(2 if known else 1) from None
+    call_reporting(lambda: predict(cfg.ckpt_path, cfg.input, cfg.output), cfg)
 
 
 def main() -> None:
