@@ -46,40 +46,45 @@ class HandFunction(Function):
       ~10 µs, more than a small layer's arithmetic. With all arguments given there is nothing
       to fill in, so this goes straight to the C++ ``apply``; under functorch transforms
       (vmap, grad, …) it takes torch's full path.
-    * Mixed precision: the backward runs under the autocast state its forward ran under (what
-      ``torch.amp.custom_bwd`` does for old-style Functions), so a forward in bf16 under
-      ``torch.autocast`` and a backward after leaving it still meet in one dtype.
+    * Mixed precision: a Function applied under ``torch.autocast`` runs as its ``_autocast``
+      twin, whose backward replays the forward's autocast state (what ``torch.amp.custom_bwd``
+      does for old-style Functions), so a forward in bf16 and a backward after leaving the
+      autocast region still meet in one dtype. Outside autocast nothing extra runs.
     """
+
+    _autocast: type[HandFunction] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        setup, backward = cls.__dict__.get("setup_context"), cls.__dict__.get("backward")
-        if setup is None or backward is None:
+        if cls.__dict__.get("_is_autocast_twin") or "backward" not in cls.__dict__:
             return
-        setup_fn, backward_fn = setup.__func__, backward.__func__
+        setup_fn, backward_fn = cls.setup_context, cls.backward
 
         def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
             dev = inputs[0].device.type  # every handprop Function's first input is a tensor
-            on = torch.is_autocast_enabled(dev)
-            ctx.autocast = (dev, on, torch.get_autocast_dtype(dev) if on else None)
+            ctx.autocast = (dev, torch.get_autocast_dtype(dev))
             setup_fn(ctx, inputs, output)
 
-        def backward_(ctx: Any, *grads: Any) -> Any:
-            dev, on, dtype = ctx.autocast
-            if on == torch.is_autocast_enabled(dev) and not on:
-                return backward_fn(ctx, *grads)  # the common case: no autocast anywhere
-            with torch.autocast(dev, enabled=on, dtype=dtype or torch.get_autocast_dtype(dev)):
+        def backward(ctx: Any, *grads: Any) -> Any:
+            dev, dtype = ctx.autocast
+            with torch.autocast(dev, dtype=dtype):
                 return backward_fn(ctx, *grads)
 
-        backward_.__doc__ = backward_fn.__doc__
-        cls.setup_context = staticmethod(setup_context)
-        cls.backward = staticmethod(backward_)
+        body = {
+            "setup_context": staticmethod(setup_context),
+            "backward": staticmethod(backward),
+            "_is_autocast_twin": True,
+        }
+        cls._autocast = type(cls)(cls.__name__, (cls,), body)
 
     @classmethod
     def apply(cls, *args: Any) -> Any:
+        fn = cls
+        if cls._autocast is not None and torch.is_autocast_enabled(args[0].device.type):
+            fn = cls._autocast
         if torch._C._are_functorch_transforms_active():
-            return super().apply(*args)
-        return super(Function, cls).apply(*args)
+            return super(HandFunction, fn).apply(*args)  # noqa: UP008 — fn may be the twin
+        return super(Function, fn).apply(*args)
 
 
 def _check_reduction(reduction: str) -> None:
