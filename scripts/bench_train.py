@@ -52,6 +52,7 @@ def cases(quick: bool) -> list[Case]:
             [5],
             32,
             5,
+            lr=1e-2,
         ),
     ]
     if quick:
@@ -64,6 +65,7 @@ def cases(quick: bool) -> list[Case]:
                 [5],
                 1024,
                 3,
+                lr=1e-2,
             )
         )
     c.append(
