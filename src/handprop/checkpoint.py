@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -24,7 +25,9 @@ def load_module(path: str | Path) -> HandpropModule:
     if not p.is_file():
         raise ConfigError(f"ckpt_path: no checkpoint file at {p}")
     try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a raw pickle draws torch's protocol warning first
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+)", str(e))
         what = f" (it asks for {found.group(1)})" if found else ""
