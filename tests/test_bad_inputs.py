@@ -366,6 +366,19 @@ def test_bad_input_gives_one_clear_line(
     assert not (trained["root"] / "PWNED").exists()  # the planted pickle never ran
 
 
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="the machine has a GPU: trainer=gpu is valid"
+)
+def test_gpu_trainer_without_a_gpu(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    code = _run(TRAIN, ["trainer=gpu", f"hydra.run.dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "error: trainer.accelerator=gpu needs a CUDA GPU" in err and "trainer=cpu" in err
+
+
 def test_full_traceback_on_request(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -300,19 +300,31 @@ def build_trainer(cfg: DictConfig, run_dir: Path, has_val: bool):  # noqa: ANN20
     callbacks.append(DivergenceGuard())
     t = OmegaConf.to_container(cfg.trainer, resolve=True)
     t.pop("gradient_clip_val", None)  # applied by the module itself (it runs the update loop)
-    return L.Trainer(
-        **t,
-        plugins=[AtomicCheckpointIO()],
-        default_root_dir=str(run_dir),
-        logger=logger,
-        callbacks=callbacks,
-        enable_checkpointing=bool(ck.enabled),
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=None if has_val else 0,
-        fast_dev_run=cfg.debug.fast_dev_run,
-        overfit_batches=cfg.debug.overfit_batches,
-    )
+    import torch
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    if str(t.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={t['accelerator']} needs a CUDA GPU and none is visible; "
+            "use trainer=cpu, or trainer.accelerator=auto to take a GPU when there is one"
+        )
+    try:
+        return L.Trainer(
+            **t,
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=str(run_dir),
+            logger=logger,
+            callbacks=callbacks,
+            enable_checkpointing=bool(ck.enabled),
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=None if has_val else 0,
+            fast_dev_run=cfg.debug.fast_dev_run,
+            overfit_batches=cfg.debug.overfit_batches,
+        )
+    except (MisconfigurationException, ValueError, TypeError) as e:
+        # Lightning's own check of a trainer.* value (precision, devices, strategy, …).
+        raise ConfigError(f"trainer: {' '.join(str(e).split())}") from None
 
 
 def set_threads(num_threads: int | str | None, batch_size: int, model: Any) -> None:
