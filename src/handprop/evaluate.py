@@ -35,8 +35,9 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None) -> 
     if dm.indices[split].size == 0:
         raise ConfigError(f"split={split} has no rows in this run (fraction 0)")
     x, y = dm.split(split)
-    metrics = {f"{split}/{k}": v for k, v in model.evaluate(x, y).items()}
-    print(format_table({split: model.evaluate(x, y)}))
+    values = model.evaluate(x, y)
+    metrics = {f"{split}/{k}": v for k, v in values.items()}
+    print(format_table({split: values}))
     out = Path(output) if output else Path(ckpt_path).resolve().parent.parent / "eval_metrics.json"
     write_json_atomic(out, metrics)
     print(f"written: {out}")
