@@ -621,3 +621,39 @@ def test_optuna_search_reports_the_best_trial(tmp_path):
         assert f"-{k}={v}".replace(" ", "") in overrides, (k, v)
     assert 3e-4 <= best_params["optimizer.lr"] <= 0.3
     assert "Best value" in r.stderr + r.stdout
+
+
+def test_lr_scaling_uses_the_global_batch_under_ddp():
+    """The linear scaling rule's B is what one update averages over: under DDP every process
+    takes gd.batch_size rows, so B = gd.batch_size × processes."""
+    from hydra import compose, initialize_config_module
+
+    from handprop.train import build_datamodule, build_model
+
+    lrs = {}
+    for name, extra in (("one", []), ("ddp", ["trainer=ddp", "trainer.devices=2"])):
+        with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
+            cfg = compose(
+                "train",
+                overrides=["data.n_samples=200", "gd.batch_size=16", "gd.lr_scaling=true", *extra],
+            )
+        dm = build_datamodule(cfg, kind="regression")
+        model = build_model(cfg, dm, "regression", None)
+        lrs[name] = model.configure_optimizers().param_groups[0]["lr"]
+    assert lrs["one"] == pytest.approx(0.01 * 16 / 32)
+    assert lrs["ddp"] == pytest.approx(0.01 * 32 / 32)
+
+
+def test_evaluation_is_not_sharded(monkeypatch):
+    """Under DDP every rank evaluates every row (no row dropped for equal shards), while
+    training batches are sharded."""
+    from handprop.data import TensorBatches
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    X, y = torch.arange(7.0).unsqueeze(1), torch.arange(7.0)
+    evaluation = TensorBatches(X, y, 65536, shuffle=False, shard=False)
+    assert sorted(v for _, yb in evaluation for v in yb.tolist()) == list(range(7))
+    training = TensorBatches(X, y, 65536, shuffle=False)
+    assert sorted(v for _, yb in training for v in yb.tolist()) == [1, 3, 5]

@@ -73,8 +73,10 @@ class TensorBatches:
         drop_last: bool = False,
         epoch_fn: Callable[[], int] | None = None,
         steps_per_call: int | None = None,
+        shard: bool = True,
     ) -> None:
         self.X, self.y = X, y
+        self.shard = shard
         self.epoch_fn = epoch_fn  # e.g. the trainer's current epoch, so a resumed run matches
         self.batch_size = batch_size or len(X)
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
@@ -82,7 +84,7 @@ class TensorBatches:
         self.epoch = 0
 
     def _shard(self) -> tuple[int, int]:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if self.shard and torch.distributed.is_available() and torch.distributed.is_initialized():
             return torch.distributed.get_rank(), torch.distributed.get_world_size()
         return 0, 1
 
@@ -258,7 +260,10 @@ class TabularDataModule(L.LightningDataModule):
     def _eval(self, name: str) -> TensorBatches:
         self._device = self._target_device()
         X, y = self.split(name)
-        return TensorBatches(X, y, self.eval_batch_size, shuffle=False)
+        # Not sharded: under DDP every rank evaluates every row. The metrics come out exact
+        # (each rank adds the same counts, so the ratios are unchanged) and no row is dropped
+        # to give the ranks equal shards, as training must.
+        return TensorBatches(X, y, self.eval_batch_size, shuffle=False, shard=False)
 
     def val_dataloader(self) -> TensorBatches:
         return self._eval("val")

@@ -211,6 +211,10 @@ def build_model(cfg: DictConfig, dm: Any, task: str, loss: str | None):  # noqa:
     opt_cfg = OmegaConf.to_container(cfg.optimizer, resolve=True)
     batch = cfg.gd.batch_size or dm.num_train
     if cfg.gd.lr_scaling:  # linear scaling rule: a B-times larger batch takes a B-times larger step
+        # B is the global batch: under DDP each of the processes takes gd.batch_size rows.
+        devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1)
+        if "ddp" in str(cfg.trainer.strategy) and isinstance(devices, int):
+            batch = (cfg.gd.batch_size or dm.num_train // (devices * nodes)) * devices * nodes
         opt_cfg["lr"] = opt_cfg["lr"] * batch / cfg.gd.base_batch_size
     sched = cfg.scheduler
     return HandpropModule(
