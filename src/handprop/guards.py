@@ -58,23 +58,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 class DivergenceGuard(L.Callback):
     """Stops training at the first step whose loss is NaN or infinite.
 
-    ``check_every`` steps are checked together (one host read per check, not per step);
-    the step named in the error is the first bad one within that window.
+    The module hands over each chunk's per-step losses as floats (``last_step_values``, one
+    host read per chunk, not per step); the step named in the error is the first bad one.
     """
 
     def __init__(self) -> None:
         self.last_finite: float | None = None
-
-    def check(self, trainer: L.Trainer, losses: torch.Tensor, first_step: int) -> None:
-        """``losses``: the per-step losses of steps ``first_step, first_step + 1, …``."""
-        values = losses.detach().float().cpu().tolist()
-        for i, v in enumerate(values):
-            if not math.isfinite(v):
-                lr = None
-                if trainer.optimizers:
-                    lr = trainer.optimizers[0].param_groups[0]["lr"]
-                raise Diverged(first_step + i, v, self.last_finite, lr)
-            self.last_finite = v
 
     def on_train_batch_end(
         self,
@@ -84,8 +73,10 @@ class DivergenceGuard(L.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        losses = getattr(pl_module, "last_step_losses", None)
-        if losses is not None:
-            self.check(trainer, losses, trainer.global_step - len(losses))
-        elif isinstance(outputs, dict) and "loss" in outputs:
-            self.check(trainer, outputs["loss"].reshape(1), trainer.global_step - 1)
+        values = pl_module.last_step_values
+        first_step = trainer.global_step - len(values)
+        for i, v in enumerate(values):
+            if not math.isfinite(v):
+                lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+                raise Diverged(first_step + i, v, self.last_finite, lr)
+            self.last_finite = v

@@ -117,7 +117,7 @@ class HandpropModule(L.LightningModule):
         self.optimizer_fn, self.scheduler_fn = optimizer, scheduler
         self.scheduler_interval, self.scheduler_monitor = scheduler_interval, scheduler_monitor
         self.gradient_clip_val, self.fused = gradient_clip_val, fused
-        self.last_step_losses: Tensor | None = None
+        self.last_step_values: list[float] = []  # the last chunk's losses, read by the guard
         self._raw_steps = False
         nx = in_features
         self.register_buffer("x_shift", torch.tensor(x_shift or [0.0] * nx, dtype=torch.float32))
@@ -204,8 +204,9 @@ class HandpropModule(L.LightningModule):
             losses[i] = loss
             total += loss * len(x)
             rows += len(x)
-        self.last_step_losses = losses
-        self._log_steps(losses, first_step)
+        # One device-to-host copy per chunk, shared by the loggers and the divergence guard.
+        self.last_step_values = losses.tolist()
+        self._log_steps(self.last_step_values, first_step)
         # sync_dist: under DDP the epoch values are over every rank's rows, not rank 0's alone
         self.log(
             "train/epoch_loss",
@@ -226,12 +227,11 @@ class HandpropModule(L.LightningModule):
             k > 1 and self.trainer.world_size == 1 and "16-mixed" not in str(self.trainer.precision)
         )
 
-    def _log_steps(self, losses: Tensor, first_step: int) -> None:
-        """``train/loss`` of every step, written in bulk with its true global step (one
-        device-to-host copy per chunk)."""
+    def _log_steps(self, values: list[float], first_step: int) -> None:
+        """``train/loss`` of every step, written in bulk with its true global step."""
         if not self.loggers or self.trainer.sanity_checking:
             return
-        for i, v in enumerate(losses.tolist()):
+        for i, v in enumerate(values):
             for lg in self.loggers:
                 lg.log_metrics({"train/loss": v}, step=first_step + i)
 
