@@ -30,7 +30,7 @@ class Scaler:
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, x: np.ndarray, method: str, names: list[str]) -> Scaler:
+    def fit(cls, x: np.ndarray, method: str) -> Scaler:
         if method not in PREPROCESSING:
             raise DataError(
                 f"data.preprocessing={method!r} is not one of {', '.join(PREPROCESSING)}"
@@ -70,7 +70,6 @@ class TensorBatches:
         batch_size: int | None,
         shuffle: bool = False,
         seed: int = 0,
-        drop_last: bool = False,
         epoch_fn: Callable[[], int] | None = None,
         steps_per_call: int | None = None,
         shard: bool = True,
@@ -79,7 +78,7 @@ class TensorBatches:
         self.shard = shard
         self.epoch_fn = epoch_fn  # e.g. the trainer's current epoch, so a resumed run matches
         self.batch_size = batch_size or len(X)
-        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.shuffle, self.seed = shuffle, seed
         self.steps_per_call = steps_per_call
         self.epoch = 0
 
@@ -94,8 +93,7 @@ class TensorBatches:
 
     def num_batches(self) -> int:
         """Optimiser steps per epoch (on this rank)."""
-        n = self._rows()
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return -(-self._rows() // self.batch_size)
 
     def __len__(self) -> int:
         k = self.steps_per_call
@@ -128,7 +126,7 @@ class TensorBatches:
     def __iter__(self) -> Iterator[Any]:
         order = self._order()
         bs, nb = self.batch_size, self.num_batches()
-        n_rows = nb * bs if self.drop_last else self._rows()
+        n_rows = self._rows()
         k = self.steps_per_call
         if k is None:
             for i in range(nb):
@@ -193,7 +191,7 @@ class TabularDataModule(L.LightningDataModule):
         idx = split_indices(len(table.y), val_fraction, test_fraction, seed)
         self.indices = dict(zip(("train", "val", "test"), idx, strict=True))
         train_x = table.X[self.indices["train"]]
-        self.x_scaler = Scaler.fit(train_x, preprocessing, table.feature_names)
+        self.x_scaler = Scaler.fit(train_x, preprocessing)
         if table.kind == "regression":
             ty = table.y[self.indices["train"]]
             self.y_scaler = Scaler(np.array([ty.mean()]), np.array([ty.std() or 1.0]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from pathlib import Path
@@ -45,11 +44,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        torch.save(checkpoint, buf)
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(buf.getbuffer())
+        torch.save(checkpoint, tmp)
         # The rename is atomic: a killed process leaves the old file or the new one. (No
         # fsync: it doubled the cost of a checkpoint, and power loss is not what this guards.)
         os.replace(tmp, path)

@@ -56,8 +56,8 @@ def run(out: Path, quick: bool = False, lr: float = 0.1, sample: int = 5, seed: 
 
     rep = Report("backprop", out, SUMMARY)
     table = property_prices(300 if quick else 2000, seed=0)
-    xs = Scaler.fit(table.X, "standardize", table.feature_names)
-    ys = Scaler.fit(table.y[:, None], "standardize", [table.target_name])
+    xs = Scaler.fit(table.X, "standardize")
+    ys = Scaler.fit(table.y[:, None], "standardize")
     f64 = torch.float64
     x = torch.tensor(xs(table.X[sample]), dtype=f64)  # (4,)
     y = torch.tensor(ys(table.y[sample : sample + 1, None])[0], dtype=f64)  # (1,)

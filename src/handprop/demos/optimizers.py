@@ -46,7 +46,7 @@ def _ravine():  # noqa: ANN202
     from handprop.datasets import property_prices
 
     t = property_prices(600, seed=42)
-    scaler = Scaler.fit(t.X[:, :2], "normalize", t.feature_names[:2])
+    scaler = Scaler.fit(t.X[:, :2], "normalize")
     Z = torch.tensor(scaler(t.X[:, :2]), dtype=torch.float64)
     y = torch.tensor(t.y[:, None] / t.y.std(), dtype=torch.float64)
 
