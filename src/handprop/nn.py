@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from handprop import functional as F
+from handprop.functional.base import _check_reduction
 
 __all__ = [
     "Linear",
@@ -147,7 +148,7 @@ class Softmax(nn.Module):
 class _Loss(nn.Module):
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
-        F._check_reduction(reduction)
+        _check_reduction(reduction)
         self.reduction = reduction
 
     def extra_repr(self) -> str:

@@ -1,0 +1,71 @@
+"""The notes' equations as ``torch.autograd.Function`` s, each backward written out by hand.
+
+Every op below is one ``Function`` with ``forward`` (the equation), ``setup_context`` (what
+the backward needs, saved with ``save_for_backward``) and ``backward`` (the derivative from
+the notes, chain rule included). The backward never asks autograd for the derivative of the
+same op; it is built from ordinary differentiable tensor ops, so double backward
+(``gradgradcheck``) works too. Each Function's public wrapper, beside it, has the signatures of
+``torch.nn.functional``, so ``import handprop.functional as F`` is a drop-in.
+
+Notation (as in the notes): ``x`` input, ``W`` weights, ``b`` bias, ``z`` pre-activation,
+``a`` activation, ``ŷ`` prediction, ``y`` target, ``δ = ∂C/∂z`` the error signal, ``g`` the
+gradient arriving from the layer above (``∂C/∂output``).
+"""
+
+from __future__ import annotations
+
+from torch.autograd import Function
+
+from handprop.functional.activations import (
+    LeakyReLUFunction,
+    ReLUFunction,
+    SigmoidFunction,
+    SoftmaxFunction,
+    TanhFunction,
+    leaky_relu,
+    relu,
+    sigmoid,
+    softmax,
+    tanh,
+)
+from handprop.functional.base import REDUCTIONS, HandFunction
+from handprop.functional.losses import (
+    BCEWithLogitsFunction,
+    CrossEntropyFunction,
+    SquaredErrorFunction,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    mse_loss,
+    quadratic_cost,
+)
+from handprop.functional.neuron import LinearFunction, linear
+
+__all__ = [
+    "linear",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "softmax",
+    "mse_loss",
+    "quadratic_cost",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "FUNCTIONS",
+    "HandFunction",
+    "REDUCTIONS",
+]
+
+#: Every Function, by the public name that applies it (tests walk this).
+FUNCTIONS: dict[str, type[Function]] = {
+    "linear": LinearFunction,
+    "sigmoid": SigmoidFunction,
+    "tanh": TanhFunction,
+    "relu": ReLUFunction,
+    "leaky_relu": LeakyReLUFunction,
+    "softmax": SoftmaxFunction,
+    "mse_loss": SquaredErrorFunction,
+    "quadratic_cost": SquaredErrorFunction,
+    "binary_cross_entropy_with_logits": BCEWithLogitsFunction,
+    "cross_entropy": CrossEntropyFunction,
+}
