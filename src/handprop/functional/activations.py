@@ -22,13 +22,18 @@ class SigmoidFunction(HandFunction):
         return torch.sigmoid(input)
 
     @staticmethod
+    def derivative(a: Tensor) -> Tensor:
+        """``σ'(z) = a (1 − a)``, from the output ``a = σ(z)``."""
+        return a * (1 - a)
+
+    @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         ctx.save_for_backward(output)
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> Tensor:
         (a,) = ctx.saved_tensors
-        return grad_output * a * (1 - a)
+        return grad_output * SigmoidFunction.derivative(a)
 
 
 def sigmoid(input: Tensor) -> Tensor:
@@ -47,13 +52,18 @@ class TanhFunction(HandFunction):
         return torch.tanh(input)
 
     @staticmethod
+    def derivative(a: Tensor) -> Tensor:
+        """``tanh'(z) = 1 − a²``, from the output ``a = tanh(z)``."""
+        return 1 - a * a
+
+    @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         ctx.save_for_backward(output)
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> Tensor:
         (a,) = ctx.saved_tensors
-        return grad_output * (1 - a * a)
+        return grad_output * TanhFunction.derivative(a)
 
 
 def tanh(input: Tensor) -> Tensor:
@@ -79,13 +89,18 @@ class ReLUFunction(HandFunction):
         return input.clamp_min(0)
 
     @staticmethod
+    def derivative(a: Tensor) -> Tensor:
+        """``1[z > 0] = sign(a)``, from the output ``a = max(0, z) ≥ 0``."""
+        return a.sign()
+
+    @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         ctx.save_for_backward(output)
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> Tensor:
         (a,) = ctx.saved_tensors
-        return a.sign().mul_(grad_output)  # 1[z > 0] ⊙ g
+        return ReLUFunction.derivative(a).mul_(grad_output)  # 1[z > 0] ⊙ g
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
@@ -104,6 +119,12 @@ class LeakyReLUFunction(HandFunction):
         return torch.where(input > 0, input, input * negative_slope)
 
     @staticmethod
+    def derivative(z: Tensor, negative_slope: float) -> Tensor:
+        """``1`` where ``z > 0``, else ``negative_slope``; from the input ``z`` (with a negative
+        slope the output's sign does not tell which side ``z`` was on)."""
+        return torch.ones_like(z).masked_fill_(z <= 0, negative_slope)
+
+    @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         input, negative_slope = inputs
         ctx.save_for_backward(input)
@@ -112,7 +133,7 @@ class LeakyReLUFunction(HandFunction):
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None]:
         (z,) = ctx.saved_tensors
-        return torch.where(z > 0, grad_output, grad_output * ctx.negative_slope), None
+        return grad_output * LeakyReLUFunction.derivative(z, ctx.negative_slope), None
 
 
 def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
@@ -121,8 +142,9 @@ def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = Fals
 
 
 class SoftmaxFunction(HandFunction):
-    r"""``aᵢ = e^{zᵢ} / Σⱼ e^{zⱼ}`` along ``dim``; computed as ``e^{zᵢ − m} / Σⱼ e^{zⱼ − m}``
-    with ``m = maxⱼ zⱼ`` so no exponential overflows.
+    r"""``aᵢ = e^{zᵢ} / Σⱼ e^{zⱼ}`` along ``dim``. Forward uses torch's softmax kernel, which
+    evaluates it as ``e^{zᵢ − m} / Σⱼ e^{zⱼ − m}`` with ``m = maxⱼ zⱼ``, so no exponential
+    overflows (one fused kernel instead of five tensor operations).
 
     Jacobian ``∂aᵢ/∂zⱼ = aᵢ (1[i=j] − aⱼ)``, so the backward is
     ``∂C/∂zᵢ = aᵢ (gᵢ − Σⱼ gⱼ aⱼ)`` — no (C × C) matrix is ever built.
@@ -132,8 +154,7 @@ class SoftmaxFunction(HandFunction):
 
     @staticmethod
     def forward(input: Tensor, dim: int) -> Tensor:
-        e = (input - input.amax(dim, keepdim=True)).exp_()
-        return e.div_(e.sum(dim, keepdim=True))
+        return torch.softmax(input, dim)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:

@@ -36,6 +36,11 @@ class SquaredErrorFunction(HandFunction):
         return _reduce(diff.square().mul_(scale), reduction)
 
     @staticmethod
+    def derivative(input: Tensor, target: Tensor, scale: float, n: int = 1) -> Tensor:
+        """``∂C/∂ŷ = 2·scale·(ŷ − y) / n`` per element (``n``: the count a mean divides by)."""
+        return (input - target).mul_(2 * scale / n)
+
+    @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         input, target, reduction, scale = inputs
         ctx.save_for_backward(input, target)
@@ -44,9 +49,8 @@ class SquaredErrorFunction(HandFunction):
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         input, target = ctx.saved_tensors
-        diff = input - target
-        n = _count(diff.shape, ctx.reduction)
-        grad = grad_output * diff * (2 * ctx.scale / n)
+        n = _count(input.shape, ctx.reduction)
+        grad = grad_output * SquaredErrorFunction.derivative(input, target, ctx.scale, n)
         grad_input = grad if ctx.needs_input_grad[0] else None
         grad_target = -grad if ctx.needs_input_grad[1] else None
         return grad_input, grad_target, None, None
@@ -89,6 +93,13 @@ class BCEWithLogitsFunction(HandFunction):
         return _reduce(loss, reduction)
 
     @staticmethod
+    def derivative(input: Tensor, target: Tensor) -> Tensor:
+        """``∂C/∂z = σ(z) − y`` per element. σ(z) goes through handprop's sigmoid while a graph
+        is being built, so double backward runs its hand-written backward too."""
+        a = sigmoid(input) if torch.is_grad_enabled() else torch.sigmoid(input)
+        return a - target
+
+    @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         input, target, reduction = inputs
         ctx.save_for_backward(input, target)
@@ -100,8 +111,7 @@ class BCEWithLogitsFunction(HandFunction):
         g = grad_output / _count(z.shape, ctx.reduction)
         grad_input = grad_target = None
         if ctx.needs_input_grad[0]:
-            # σ(z) through handprop's own sigmoid, so double backward uses its backward too.
-            grad_input = g * (sigmoid(z) - y)
+            grad_input = g * BCEWithLogitsFunction.derivative(z, y)
         if ctx.needs_input_grad[1]:
             grad_target = -g * z
         return grad_input, grad_target, None
@@ -135,14 +145,28 @@ class CrossEntropyFunction(HandFunction):
     @staticmethod
     def forward(input: Tensor, target: Tensor, reduction: str) -> Tensor:
         cdim = 0 if input.dim() == 1 else 1
-        m = input.amax(cdim, keepdim=True)
-        lse = (input - m).exp_().sum(cdim, keepdim=True).log_().add_(m)  # (N, 1, d…)
+        lse = torch.logsumexp(input, cdim, keepdim=True)  # (N, 1, d…), stable: max subtracted
         if target.is_floating_point():
             loss = (target * (lse - input)).sum(cdim)
         else:
             z_y = input.gather(cdim, target.unsqueeze(cdim))
             loss = (lse - z_y).squeeze(cdim)
         return _reduce(loss, reduction)
+
+    @staticmethod
+    def derivative(input: Tensor, target: Tensor) -> Tensor:
+        """``∂C/∂z = softmax(z) − p`` per sample (``p``: the one-hot of a class index, or the
+        given probabilities, whose sum scales the softmax term).
+
+        softmax(z) goes through handprop's Function while a graph is being built (double
+        backward then runs its hand-written backward too), else straight through its forward.
+        """
+        cdim = 0 if input.dim() == 1 else 1
+        grad = torch.is_grad_enabled()
+        a = softmax(input, cdim) if grad else SoftmaxFunction.forward(input, cdim)
+        if target.is_floating_point():
+            return a * target.sum(cdim, keepdim=True) - target
+        return a - torch.zeros_like(a).scatter_(cdim, target.unsqueeze(cdim), 1)  # − one-hot
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
@@ -158,21 +182,11 @@ class CrossEntropyFunction(HandFunction):
         g = grad_output / _count(per_sample_shape, ctx.reduction)
         if ctx.reduction == "none":
             g = g.unsqueeze(cdim)  # one weight per sample, broadcast over classes
-        # softmax(z): through handprop's Function when a graph is being built (double backward
-        # then runs its hand-written backward too), else just its forward, without the
-        # overhead of Function.apply.
-        a = softmax(z, cdim) if torch.is_grad_enabled() else SoftmaxFunction.forward(z, cdim)
         grad_input = grad_target = None
         if ctx.needs_input_grad[0]:
-            if y.is_floating_point():
-                grad_input = g * (a * y.sum(cdim, keepdim=True) - y)
-            else:  # softmax − one-hot
-                one_hot = torch.zeros_like(a).scatter_(cdim, y.unsqueeze(cdim), 1)
-                grad_input = g * (a - one_hot)
+            grad_input = g * CrossEntropyFunction.derivative(z, y)
         if ctx.needs_input_grad[1]:
-            m = z.amax(cdim, keepdim=True)
-            log_a = z - m - (z - m).exp().sum(cdim, keepdim=True).log()
-            grad_target = -g * log_a
+            grad_target = -g * torch.log_softmax(z, cdim)  # −log softmax(z), torch's kernel
         return grad_input, grad_target, None
 
 
