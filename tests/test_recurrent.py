@@ -411,3 +411,29 @@ def test_functional_wrappers_match_torch_ops():
             torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
     with pytest.raises(ValueError, match="expected 8 weights"):
         F.rnn_tanh(x, h, params[:4], True, 1, 0.0, False, True, False)
+
+
+def test_all_weights_and_flatten_parameters():
+    """torch's per-layer view of the weights, and its no-op for CPU code written for cuDNN."""
+    ours, theirs = _pair("lstm", 2, True, False, True, F64)
+    ours.flatten_parameters()
+    assert [[tuple(p.shape) for p in layer] for layer in ours.all_weights] == [
+        [tuple(p.shape) for p in layer] for layer in theirs.all_weights
+    ]
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(sum(ours.all_weights, []), sum(theirs.all_weights, []), strict=True)
+    )
+
+
+@DTYPES
+@pytest.mark.parametrize("cell", ["tanh", "lstm"])
+def test_extreme_inputs_match_torch(cell, dtype):
+    """Saturated gates (|z| up to ~1e4): finite, and the same values and gradients as torch."""
+    ours, theirs = _pair(cell, 2, True, False, True, dtype)
+    x = (torch.tensor([-1e4, -50.0, -1.0, 0.0, 1.0, 50.0, 1e4], dtype=dtype)).repeat(2, 1).t()
+    x = x.reshape(7, 2, 1).expand(7, 2, 3).contiguous()
+    (out_o, grads_o), (out_t, grads_t) = _run_both(ours, theirs, x, None, dtype)
+    for a, b in zip(out_o + list(grads_o), out_t + list(grads_t), strict=True):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, atol=TOL[dtype][0] * 10, rtol=TOL[dtype][1] * 10)

@@ -593,6 +593,16 @@ class _Recurrent(nn.Module):
     def _flat_weights(self) -> list[Tensor]:
         return [getattr(self, n) for n in self._flat_weights_names]
 
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """The parameters per layer and direction, as ``torch.nn.RNNBase.all_weights``."""
+        per = 4 if self.bias else 2
+        w = self._flat_weights
+        return [w[k : k + per] for k in range(0, len(w), per)]
+
+    def flatten_parameters(self) -> None:
+        """A no-op, for code written for torch's modules (cuDNN's one weight buffer)."""
+
     def _prepare(self, input: Tensor, hx: Tensor | None, name: str) -> tuple[Tensor, Tensor, bool]:
         """Checks the input and one initial state, batches both, fills in a missing state."""
         owner = type(self).__name__
