@@ -1,7 +1,7 @@
 """handprop-train end to end: real (tiny) training runs in temporary directories.
 
 Most runs compose the config in-process (``hydra.compose``) and call
-:func:`handprop.train.train`. The command line is tested through the installed commands in
+:func:`handprop.run.train`. The command line is tested through the installed commands in
 subprocesses (sweeps, eval / predict, ``--help``, a few bad inputs) and, where many cases
 share it, through the console entry points called in-process with their argv (bad inputs).
 """
@@ -25,8 +25,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import handprop.evaluate
 import handprop.predict
 import handprop.train
-from handprop.datasets import DATA_KINDS
-from handprop.train import build_datamodule, build_model, resolve_task, train
+from handprop.build import build_datamodule, build_module, plan, resolve_task
+from handprop.datasets import DATA_TASKS
+from handprop.run import train
 
 # Small and fast: property_prices with 300 rows → 210 training rows, 45 val, 45 test.
 FAST = ("data.n_samples=300", "trainer.max_epochs=2")
@@ -76,9 +77,9 @@ def untrained_train_loss(cfg) -> float:
     import lightning as L
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    task, loss = resolve_task(cfg, DATA_KINDS.get(cfg.data.name, "regression"))
-    dm = build_datamodule(cfg, kind=task)
-    model = build_model(cfg, dm, task, loss).eval()
+    task, loss = resolve_task(cfg)
+    dm = build_datamodule(cfg, task)
+    model = build_module(cfg, dm, plan(cfg, dm, task, loss)).eval()
     return model.evaluate(*dm.split("train"))["loss"]
 
 
@@ -94,11 +95,10 @@ def scalars(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def lr_series(tb_dir: Path) -> list[float]:
-    """The LearningRateMonitor's values (one per epoch, at its start), in step order."""
+    """The logged learning rate (one per epoch, at its start), in step order."""
     s = scalars(tb_dir)
-    tags = [t for t in s if t.startswith("lr-")]
-    assert len(tags) == 1, f"expected one lr-* tag, got {sorted(s)}"
-    return [v for _, v in sorted(s[tags[0]])]
+    assert "lr" in s, f"expected an lr tag, got {sorted(s)}"
+    return [v for _, v in sorted(s["lr"])]
 
 
 def last_ckpt(run_dir: Path) -> dict:
@@ -301,7 +301,7 @@ def test_updates_per_epoch(tmp_path, overrides, n, epochs, per_epoch):
         tmp_path / "run", f"data.n_samples={n}", f"trainer.max_epochs={epochs}", *overrides
     )
     n_train = n_train_rows(n)
-    assert len(build_datamodule(cfg, kind="regression").indices["train"]) == n_train
+    assert len(build_datamodule(cfg, "regression").indices["train"]) == n_train
     assert on_disk["epochs"] == epochs
     assert on_disk["global_step"] == epochs * per_epoch(n_train)
 
@@ -417,7 +417,7 @@ def test_eval_and_predict_reproduce_test_metrics(tmp_path, capfd, overrides, rea
     assert best.is_file()
 
     # The test split's raw rows, as a user's CSV (with an extra column carried through).
-    dm = build_datamodule(cfg, kind=DATA_KINDS[cfg.data.name])
+    dm = build_datamodule(cfg, DATA_TASKS[cfg.data.name])
     rows = dm.indices["test"]
     X, y = dm.table.X[rows], dm.table.y[rows]
     names = dm.table.feature_names
@@ -456,7 +456,7 @@ def test_eval_and_predict_reproduce_test_metrics(tmp_path, capfd, overrides, rea
     pred = read_csv_rows(out)
     assert len(pred) == len(rows)
     assert [p["row_id"] for p in pred] == [f"r{i}" for i in range(len(rows))]
-    if dm.table.kind == "regression":
+    if dm.table.task == "regression":
         col = f"predicted_{dm.table.target_name}"
         yhat = [float(p[col]) for p in pred]
         mse = sum((a - b) ** 2 for a, b in zip(yhat, y, strict=True)) / len(y)
