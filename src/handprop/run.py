@@ -10,13 +10,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 from torch.utils.tensorboard.summary import hparams
 
-from handprop.build import allowed_metrics, hparams_summary, prepare
+from handprop.build import hparams_summary, prepare
 from handprop.checkpoint import read_checkpoint
 from handprop.cli import format_table, write_json_atomic
-from handprop.datasets import TASKS
 from handprop.guards import Checkpoints, Diverged
 
 
@@ -66,20 +66,20 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 def log_hparams(trainer, params: dict, final: dict[str, float]) -> None:  # noqa: ANN001
     """The run's settings and final metrics in TensorBoard's HParams view.
 
-    The view takes its metric columns from one run's experiment summary, so every run
-    declares the metrics of every task (``final/<split>/<metric>``): runs of different tasks
-    in one log directory then all show theirs. Each run writes only its own values.
+    Only the session summaries are written, no experiment summary: TensorBoard takes the
+    columns of a log directory from one run's experiment summary when there is one (so runs
+    of other tasks lose theirs), and otherwise from the scalars of every run. The final
+    metrics (``metrics.json``'s) are scalars ``final/<split>/<metric>``.
     """
     for logger in trainer.loggers:
-        if not hasattr(logger.experiment, "add_scalar"):
-            continue  # not TensorBoard
+        if not isinstance(logger, TensorBoardLogger):
+            continue
         logger.log_hyperparams(params)  # hparams.yaml
-        every = [f"final/{m}" for task in TASKS for m in allowed_metrics(task)]
-        exp, ssi, sei = hparams(params, dict.fromkeys(every, 0.0))
-        writer = logger.experiment
+        writer, step = logger.experiment, trainer.lightning_module.updates
         for k, v in final.items():
-            writer.add_scalar(f"final/{k}", v, trainer.lightning_module.updates)
-        for summary in (exp, ssi, sei):
+            writer.add_scalar(f"final/{k}", v, step)
+        _, session_start, session_end = hparams(params, {})
+        for summary in (session_start, session_end):
             writer.file_writer.add_summary(summary)
         writer.flush()
 
