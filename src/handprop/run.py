@@ -57,13 +57,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         return metrics  # under DDP only rank 0 writes logs, checkpoints and metrics.json
     final = {k: v for k, v in metrics.items() if "/" in k}
     module.log_scalars({k: v for k, v in final.items() if k.startswith("test/")})
-    log_hparams(trainer, hparams_summary(cfg, run.plan, dm.num_train), final)
+    log_hparams(trainer, hparams_summary(cfg, run.plan, dm.num_train), final, module.updates)
     write_json_atomic(run_dir / "metrics.json", metrics)
     report(cfg, run, rows, run_dir, checkpoints)
     return metrics
 
 
-def log_hparams(trainer, params: dict, final: dict[str, float]) -> None:  # noqa: ANN001
+def log_hparams(trainer, params: dict, final: dict[str, float], step: int) -> None:  # noqa: ANN001
     """The run's settings and final metrics in TensorBoard's HParams view.
 
     Only the session summaries are written, no experiment summary: TensorBoard takes the
@@ -75,7 +75,7 @@ def log_hparams(trainer, params: dict, final: dict[str, float]) -> None:  # noqa
         if not isinstance(logger, TensorBoardLogger):
             continue
         logger.log_hyperparams(params)  # hparams.yaml
-        writer, step = logger.experiment, trainer.lightning_module.updates
+        writer = logger.experiment
         for k, v in final.items():
             writer.add_scalar(f"final/{k}", v, step)
         _, session_start, session_end = hparams(params, {})
