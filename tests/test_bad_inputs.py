@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from handprop import evaluate, predict, train
+from handprop.build import check
 from handprop.cli import CONF_DIR, GROUPS, options
 
 # --------------------------------------------------------------------------------------------
@@ -342,7 +343,7 @@ def test_every_shipped_option_composes_and_passes_the_checks() -> None:
     ] + [[f"experiment={e}"] for e in options("experiment")]
     with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
         for overrides in runs:
-            train.validate(compose("train", overrides=overrides))
+            check(compose("train", overrides=overrides))
 
 
 @pytest.mark.parametrize(

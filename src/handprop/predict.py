@@ -1,7 +1,7 @@
 """``handprop-predict ckpt_path=PATH input=in.csv output=out.csv``.
 
 ``input`` is a CSV with a header row. It must hold every feature column the model was trained
-on (``hparams["feature_names"]``), found by name, so their order does not matter; other
+on (``model.columns["features"]``), found by name, so their order does not matter; other
 columns (an id, the target, notes) are not read and may hold anything. Feature values are in
 the data's own units: the preprocessing stored in the checkpoint is applied here.
 
@@ -34,15 +34,15 @@ def predict(ckpt_path: str, input: str, output: str) -> Path:
     if not out.parent.is_dir():  # before any work, not after it
         raise ConfigError(f"output: folder {out.parent} does not exist")
     model = load_module(ckpt_path)
-    features = list(model.hparams["feature_names"])
+    features = list(model.columns["features"])
     X, header, body = read_features(input, features)
     yhat = model.predict_raw(torch.as_tensor(X, dtype=torch.float32))  # under no_grad
-    if model.task == "regression":
-        extra = [f"predicted_{model.hparams['target_name']}"]
+    if model.task.name == "regression":
+        extra = [f"predicted_{model.columns['target']}"]
         cols = [[f"{v:.6g}"] for v in yhat.squeeze(-1).tolist()]
     else:
-        classes = list(model.hparams["class_names"])
-        probs = torch.cat([1 - yhat, yhat], dim=-1) if model.task == "binary" else yhat
+        classes = list(model.columns["classes"])
+        probs = torch.cat([1 - yhat, yhat], dim=-1) if model.task.name == "binary" else yhat
         extra = ["predicted_class", *(f"prob_{c}" for c in classes)]
         cols = [[classes[int(torch.argmax(p))], *(f"{v:.6g}" for v in p.tolist())] for p in probs]
     tmp = out.with_name(out.name + ".tmp")

@@ -4,8 +4,8 @@ Configs come from the trainer's own Hydra groups (``handprop/conf``), data and m
 the trainer's builders; the loop below only replaces Lightning's, which costs seconds per run
 that a demonstration with many runs cannot spend.
 
-This is the only module of the demos that imports from the trainer (:func:`_trainer`), so a
-move of its builders is a change here alone.
+This is the only module of the demos that imports the trainer (:func:`_trainer`,
+:func:`train_run`), so a move of its builders is a change here alone.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Any
 
 
 def _trainer() -> Any:
-    """The module with the trainer's builders (``build_datamodule``, ``build_model``) and
-    ``train(cfg, run_dir)``, imported when a demo first needs it."""
-    from handprop import train
+    """The module with the trainer's builders (``build_datamodule``, ``plan``,
+    ``build_module``, ``steps_per_call``), imported when a demo first needs it."""
+    from handprop import build
 
-    return train
+    return build
 
 
 def compose(*overrides: str):  # noqa: ANN201
@@ -48,7 +48,7 @@ def build(cfg: Any, table: Any = None):  # noqa: ANN201
     trainer = _trainer()
     torch.manual_seed(cfg.seed)
     if table is None:
-        dm = trainer.build_datamodule(cfg, kind="regression")
+        dm = trainer.build_datamodule(cfg, "regression")
     else:
         dm = TabularDataModule(
             table,
@@ -58,14 +58,24 @@ def build(cfg: Any, table: Any = None):  # noqa: ANN201
             test_fraction=cfg.data.test_fraction,
             shuffle=cfg.gd.shuffle,
             seed=cfg.seed,
+            steps_per_call=trainer.steps_per_call(cfg),
         )
-    model = trainer.build_model(cfg, dm, "regression", cfg.task.loss)
+    model = trainer.build_module(cfg, dm, trainer.plan(cfg, dm, "regression", cfg.task.loss))
     return dm, model
+
+
+def loss_function(model: Any) -> Any:
+    """The model's cost as a functional (``fn(ŷ, y, reduction=...)``), for per-row costs."""
+    from handprop import functional as F
+
+    return {"mse": F.mse_loss, "quadratic": F.quadratic_cost}[model.task.cost_name]
 
 
 def train_run(cfg: Any, run_dir: Path) -> dict[str, float]:
     """``handprop-train`` itself on ``cfg``, writing into ``run_dir``; its final metrics."""
-    return _trainer().train(cfg, run_dir)
+    from handprop.run import train
+
+    return train(cfg, run_dir)
 
 
 @contextmanager
@@ -188,7 +198,7 @@ def run_config(
     has_val = bool(dm.indices["val"].size)
     h = fit(
         model.net,
-        model.loss_fn,
+        loss_function(model),
         opt,
         tuple(map(cast, dm.split("train"))),
         epochs or int(cfg.trainer.max_epochs),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from handprop.demos._figures import COLORS, figure, plain_log, save_figure
 from handprop.demos._report import Table, at_most, plain
-from handprop.demos._training import build, compose, threads, train_run
+from handprop.demos._training import build, compose, loss_function, threads, train_run
 
 SUMMARY = (
     "One epoch = every row once, through the same weights; with batch gradient descent the "
@@ -62,7 +62,7 @@ def compute(quick: bool = False, trainer: bool = True) -> dict:
     # ---- the loop, row by row ------------------------------------------------------------------
     with threads(1):
         dm, model = build(cfg)
-        net, loss_fn = model.net, model.loss_fn  # MLP(3, [3], 1); the notes' ½(y − ŷ)²
+        net, loss_fn = model.net, loss_function(model)  # MLP(3, [3], 1); the notes' ½(y − ŷ)²
         opt = model.optimizer_fn(net.parameters())
         X, y = dm.split("train")  # all 8 students (no validation split for 8 rows)
         per_row, cost, yhat = [], [], []

@@ -20,7 +20,7 @@ from handprop.demos._figures import (
     save_figure,
 )
 from handprop.demos._report import Table, plain
-from handprop.demos._training import build, compose, fit, threads
+from handprop.demos._training import build, compose, fit, loss_function, threads
 
 SUMMARY = (
     "Batch gradient descent makes one exact step per epoch; stochastic makes one noisy step "
@@ -78,7 +78,7 @@ def compute(quick: bool = False, lr: float = 0.2) -> dict:
             )
             full = property_prices(cfg.data.n_samples, cfg.data.noise, cfg.seed)
             area = DataTable(
-                full.X[:, :1], full.y, full.feature_names[:1], full.target_name, full.kind
+                full.X[:, :1], full.y, full.feature_names[:1], full.target_name, full.task
             )
             dm, model = build(cfg, area)
             lin = model.net.linears[0]
@@ -88,7 +88,7 @@ def compute(quick: bool = False, lr: float = 0.2) -> dict:
             opt = model.optimizer_fn(model.net.parameters())
             runs[mode] = fit(
                 model.net,
-                model.loss_fn,
+                loss_function(model),
                 opt,
                 dm.split("train"),
                 epochs,
@@ -106,14 +106,14 @@ def compute(quick: bool = False, lr: float = 0.2) -> dict:
     ends = np.concatenate([runs[m].step_params[-1][None] for m in MODES])
     w_rng = (min(start[0], ends[:, 0].min()) - 0.6, max(start[0], ends[:, 0].max()) + 0.8)
     b_rng = (min(start[1], ends[:, 1].min()) - 0.6, max(start[1], ends[:, 1].max()) + 0.6)
-    ws, bs, C = cost_surface(X, y, model.loss_fn, w_rng, b_rng)
+    ws, bs, C = cost_surface(X, y, loss_function(model), w_rng, b_rng)
     i, j = np.unravel_index(C.argmin(), C.shape)
     w0, b0 = torch.tensor([[start[0]]]), torch.tensor([start[1]])
     r: dict = {
         "lr": lr,
         "epochs": epochs,
         "train_rows": dm.num_train,
-        "start_cost": float(model.loss_fn(F.linear(X, w0, b0), y)),
+        "start_cost": float(loss_function(model)(F.linear(X, w0, b0), y)),
         "surface": {"w": ws, "b": bs, "cost": C},
         "surface_minimum": [float(ws[j]), float(bs[i])],
     }
