@@ -4,7 +4,7 @@ Configs come from the trainer's own Hydra groups (``handprop/conf``), data and m
 the trainer's builders; the loop below only replaces Lightning's, which costs seconds per run
 that a demonstration with many runs cannot spend.
 
-This is the only module of the demos that imports the trainer (:func:`_trainer`,
+This is the only module of the demos that imports the trainer (:func:`_builders`,
 :func:`train_run`), so a move of its builders is a change here alone.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _trainer() -> Any:
+def _builders() -> Any:
     """The module with the trainer's builders (``build_datamodule``, ``plan``,
     ``build_module``, ``steps_per_call``), imported when a demo first needs it."""
     from handprop import build
@@ -45,10 +45,10 @@ def build(cfg: Any, table: Any = None):  # noqa: ANN201
 
     from handprop.data import TabularDataModule
 
-    trainer = _trainer()
+    builders = _builders()
     torch.manual_seed(cfg.seed)
     if table is None:
-        dm = trainer.build_datamodule(cfg, "regression")
+        dm = builders.build_datamodule(cfg, "regression")
     else:
         dm = TabularDataModule(
             table,
@@ -58,9 +58,9 @@ def build(cfg: Any, table: Any = None):  # noqa: ANN201
             test_fraction=cfg.data.test_fraction,
             shuffle=cfg.gd.shuffle,
             seed=cfg.seed,
-            steps_per_call=trainer.steps_per_call(cfg),
+            steps_per_call=builders.steps_per_call(cfg),
         )
-    model = trainer.build_module(cfg, dm, trainer.plan(cfg, dm, "regression", cfg.task.loss))
+    model = builders.build_module(cfg, dm, builders.plan(cfg, dm, "regression", cfg.task.loss))
     return dm, model
 
 
