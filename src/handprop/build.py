@@ -298,8 +298,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, p: Plan) -> L.Trainer:
         callbacks.append(Progress())
     logger: Any = False
     if cfg.logger.name == "tensorboard":
+        # max_queue: events wait in memory instead of blocking every 10th call on the writer
         logger = loggers.TensorBoardLogger(
-            save_dir=str(run_dir), name="tb", version="", default_hp_metric=False
+            save_dir=str(run_dir), name="tb", version="", default_hp_metric=False, max_queue=1000
         )
     elif cfg.logger.name == "csv":
         logger = loggers.CSVLogger(save_dir=str(run_dir), name="csv", version="")
@@ -388,6 +389,8 @@ def quiet_lightning(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # counts Lightning steps (chunks); handprop logs train/loss by update count itself
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
 
 def prepare(cfg: DictConfig, run_dir: Path) -> Run:
