@@ -98,7 +98,7 @@ def call_reporting(fn: Callable[[], Any], cfg: Any) -> Any:
 def check_split_values(argv: list[str]) -> None:
     """Catch a list or dict value that the shell split at a space (``model.hidden=[16, 16]``
     arrives as ``model.hidden=[16,`` and ``16]``): say how to write it, in one line."""
-    pairs = {"[": "]", "{": "}", "(": ")"}
+    pairs = {"[": "]", "{": "}"}
     for i, arg in enumerate(argv):
         if arg.startswith("-") or "=" not in arg:
             continue
