@@ -6,6 +6,8 @@ groups), PyTorch's OpInfo samples, forward-mode AD and torch.func transforms."""
 from __future__ import annotations
 
 import itertools
+import os
+import warnings
 
 import pytest
 import torch
@@ -282,11 +284,24 @@ def test_dropout_identity_and_edges():
 # --------------------------------------------------------------------------------------------
 # PyTorch's OpInfo samples
 # --------------------------------------------------------------------------------------------
-def _opinfo_samples(name: str, dtype) -> list:
+def _op_db() -> list:
+    """PyTorch's OpInfo database. Importing torch's test utilities sets process-wide state for
+    torch's own suite (frozen ``torch.backends`` flags, which Lightning's Trainer then cannot
+    set; an environment variable; warning filters): undone here, for the tests after these."""
     pytest.importorskip("expecttest")  # what torch.testing._internal needs (the dev extra)
+    env, filters, frozen = dict(os.environ), list(warnings.filters), torch.backends.flags_frozen()
     from torch.testing._internal.common_methods_invocations import op_db
 
-    (op,) = [o for o in op_db if o.name == name and o.variant_test_name == ""]
+    os.environ.clear()
+    os.environ.update(env)
+    warnings.filters[:] = filters
+    if not frozen:  # the module global that torch.backends.disable_global_flags() cleared
+        torch.backends.flags_frozen.__globals__["__allow_nonbracketed_mutation_flag"] = True
+    return op_db
+
+
+def _opinfo_samples(name: str, dtype) -> list:
+    (op,) = [o for o in _op_db() if o.name == name and o.variant_test_name == ""]
     # the samples themselves (``op.sample_inputs`` reseeds torch's RNG before each, 2 ms)
     return list(op.sample_inputs_func(op, "cpu", dtype, True))
 
@@ -482,3 +497,10 @@ def test_lenet_drop_in_matches_torch():
 def test_conv2d_module_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         hnn.Conv2d(**kwargs)
+
+
+def test_opinfo_import_leaves_process_state_alone():
+    """Lightning's Trainer sets torch.backends flags: they must stay settable."""
+    _op_db()
+    assert not torch.backends.flags_frozen()
+    torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark
