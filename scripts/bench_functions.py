@@ -145,6 +145,16 @@ def check_same(ours: nn.Module, theirs: nn.Module, x: torch.Tensor, loss_ours, l
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
+def compare(ours, theirs, x, y, loss_ours, loss_theirs, args, device) -> dict[str, float]:
+    """Check both models agree, then time one step of each: medians in ms by name."""
+    check_same(ours, theirs, x, loss_ours, loss_theirs, y)
+    steps = {
+        "torch": make_step(theirs, loss_theirs, x, y),
+        "handprop": make_step(ours, loss_ours, x, y),
+    }
+    return time_pair(steps, args.reps, args.warmup, device)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=200, help="timed repetitions per model")
@@ -192,16 +202,7 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 y = torch.randn(spec.batch, spec.out_features, device=device)
                 loss_ours, loss_theirs = HF.mse_loss, nn.functional.mse_loss
-            check_same(ours, theirs, x, loss_ours, loss_theirs, y)
-            med = time_pair(
-                {
-                    "torch": make_step(theirs, loss_theirs, x, y),
-                    "handprop": make_step(ours, loss_ours, x, y),
-                },
-                args.reps,
-                args.warmup,
-                device,
-            )
+            med = compare(ours, theirs, x, y, loss_ours, loss_theirs, args, device)
             rows.append((spec.name, spec.batch, dev_name, med["torch"], med["handprop"]))
         for net in [n for n in NET_SPECS if wanted(n.name)]:
             torch.manual_seed(args.seed)
@@ -209,16 +210,7 @@ def main(argv: list[str] | None = None) -> None:
             x = torch.randn(net.batch, *net.input_shape, device=device)
             y = torch.randint(0, net.out_features, (net.batch,), device=device)
             loss_ours, loss_theirs = HF.cross_entropy, nn.functional.cross_entropy
-            check_same(ours, theirs, x, loss_ours, loss_theirs, y)
-            med = time_pair(
-                {
-                    "torch": make_step(theirs, loss_theirs, x, y),
-                    "handprop": make_step(ours, loss_ours, x, y),
-                },
-                args.reps,
-                args.warmup,
-                device,
-            )
+            med = compare(ours, theirs, x, y, loss_ours, loss_theirs, args, device)
             rows.append((net.name, net.batch, dev_name, med["torch"], med["handprop"]))
 
     print("| model | batch | device | torch median ms | handprop median ms | ratio |")
