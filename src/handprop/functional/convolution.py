@@ -186,9 +186,8 @@ def _correlate_input_with_delta(x: Tensor, delta: Tensor, w_shape: torch.Size, c
     the channels of group ``g``. The result can overhang the filter by a few rows (the last
     stride's leftovers); those are cut off.
     """
-    groups = ctx.groups
-    N, C = x.shape[:2]
-    O, cg, kh, kw = w_shape
+    groups, N = ctx.groups, x.shape[0]
+    _, cg, kh, kw = w_shape
     if groups == 1:
         x_as_batch = x.transpose(0, 1)  # (C, N, H, W)
     else:  # (C/G, G·N, H, W), channel index (g, n)
