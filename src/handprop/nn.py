@@ -238,8 +238,9 @@ ACTIVATION_RULES: dict[
 INITS = ("auto", "xavier", "glorot", "he", "kaiming", "normal", "zeros", "torch")
 
 
-def init_linear_(layer: Linear, scheme: str, activation: str = "relu") -> None:
-    """Re-initialise ``layer`` in place; biases start at 0 except for ``"torch"``.
+def init_linear_(layer: Linear | Conv2d, scheme: str, activation: str = "relu") -> None:
+    """Re-initialise ``layer`` (a Linear, or a Conv2d: ``fan_in`` counts a filter's weights)
+    in place; biases start at 0 except for ``"torch"``.
 
     * ``xavier`` / ``glorot``: ``W ~ U(−r, r)``, ``r = √(6 / (fan_in + fan_out))`` — keeps the
       variance of sigmoid / tanh layers steady forwards and backwards.
@@ -256,7 +257,8 @@ def init_linear_(layer: Linear, scheme: str, activation: str = "relu") -> None:
     if scheme == "torch":
         layer.reset_parameters()
         return
-    fan_out, fan_in = layer.weight.shape
+    w = layer.weight
+    fan_in, fan_out = w[0].numel(), w.shape[0] * (w[0, 0].numel() if w.dim() > 2 else 1)
     with torch.no_grad():
         if scheme in ("xavier", "glorot"):
             r = math.sqrt(6.0 / (fan_in + fan_out))
@@ -895,3 +897,231 @@ class LSTM(_Recurrent):
         )
         output, (h_n, c_n) = self._unbatch(output, (h_n, c_n), batched)
         return output, (h_n, c_n)
+
+
+# ============================================================================================
+# The notes' network types beyond the MLP: a convolutional and a recurrent network, built from
+# the drop-ins above, whose input is a data set's feature rows (an image's pixels or a
+# sequence's values, flattened) and whose output is the task's ``z``, as the MLP's
+# ============================================================================================
+__all__ += ["ConvNet", "RecurrentNet", "POOLS", "CELLS"]  # noqa: PLE0605
+
+#: Pooling after each convolution block, by the name a config gives it.
+POOLS: dict[str, type[nn.Module] | None] = {"max": MaxPool2d, "avg": AvgPool2d, "none": None}
+#: Recurrent cells, by the name a config gives them.
+CELLS: dict[str, type[_Recurrent]] = {"rnn": RNN, "lstm": LSTM}
+
+
+def block_pools(pool: str | Sequence[str], blocks: int) -> list[str]:
+    """The pooling after each of ``blocks`` blocks: ``pool`` for every block, or one per
+    block (a list)."""
+    pools = [pool] * blocks if isinstance(pool, str) else list(pool)
+    if len(pools) != blocks or any(p not in POOLS for p in pools):
+        raise ValueError(
+            f"pool must be one of {', '.join(POOLS)}, or a list of them with one per block "
+            f"({blocks}), got {pool!r}"
+        )
+    return pools
+
+
+def conv_output_size(
+    size: Sequence[int], pools: Sequence[str], pool_size: int
+) -> tuple[int, int]:
+    """Height and width of the feature maps after the blocks whose poolings are ``pools``:
+    each convolution keeps the size (``padding="same"``), each pooling divides it by
+    ``pool_size`` (rounded down)."""
+    h, w = size
+    for p in pools:
+        if POOLS[p] is not None:
+            h, w = h // pool_size, w // pool_size
+    return h, w
+
+
+class ConvNet(nn.Module):
+    r"""The notes' convolutional network ("image processing, uses filters"): blocks of a
+    convolution, an activation and a pooling, then an MLP head on the flattened feature maps.
+
+    Block ``k``: ``Conv2d(c_{k−1}, c_k, kernel_sizes[k], padding="same")`` → activation →
+    ``MaxPool2d(pool_size)`` (or ``AvgPool2d``, or none: ``pool``). Each filter is the neuron
+    ``z = Σ w x + b`` with its weights shared over every position of the image; pooling keeps
+    the strongest (or the mean) response of each ``pool_size × pool_size`` window. The head is
+    an MLP ``c_K·h·w → hidden_features… → out_features`` (the task's ``z``), with
+    :class:`Dropout` after each hidden layer's activation when ``dropout > 0``.
+
+    Args:
+        in_shape: ``(C, H, W)`` of one image.
+        channels: filters per block, e.g. ``[8, 16]``: two blocks.
+        out_features: outputs (classes, or 1).
+        kernel_sizes: the filters' size per block, or one size for every block.
+        pool: ``max`` | ``avg`` | ``none`` after every block, or a list with one per block.
+        pool_size: the pooling window and stride.
+        hidden_features: the head's hidden layers (``[]``: a linear head).
+        activation: after each convolution and each hidden layer of the head.
+        init: the filters' and the head's initial weights (see :func:`init_linear_`).
+        dropout: the probability of zeroing each hidden unit of the head while training.
+
+    Shape:
+        input (N, C·H·W) feature rows, the pixels in (C, H, W) order (as a data set's columns),
+        or (N, C, H, W) images → output (N, out_features).
+
+    Examples::
+
+        >>> net = ConvNet((1, 8, 8), [8, 16], 10, hidden_features=[32])
+        >>> net(torch.randn(5, 64)).shape
+        torch.Size([5, 10])
+    """
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        channels: Sequence[int],
+        out_features: int,
+        kernel_sizes: int | Sequence[int] = 3,
+        pool: str | Sequence[str] = "max",
+        pool_size: int = 2,
+        hidden_features: Sequence[int] = (),
+        activation: str = "relu",
+        init: str = "auto",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(in_shape) != 3 or any(int(s) != s or s <= 0 for s in in_shape):
+            raise ValueError(f"ConvNet: in_shape must be (C, H, W), got {list(in_shape)}")
+        if not channels or any(int(c) != c or c <= 0 for c in channels):
+            raise ValueError(f"ConvNet: channels must be positive integers, got {list(channels)}")
+        sizes = [kernel_sizes] * len(channels) if isinstance(kernel_sizes, int) else kernel_sizes
+        if len(sizes) != len(channels) or any(int(k) != k or k <= 0 for k in sizes):
+            raise ValueError(
+                f"ConvNet: kernel_sizes must be one positive size or one per block "
+                f"({len(channels)}), got {kernel_sizes}"
+            )
+        try:
+            pools = block_pools(pool, len(channels))
+        except ValueError as e:
+            raise ValueError(f"ConvNet: {e}") from None
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"ConvNet: unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}"
+            )
+        h, w = conv_output_size(in_shape[1:], pools, pool_size)
+        if h < 1 or w < 1:
+            raise ValueError(
+                f"ConvNet: the poolings {pools} of {pool_size} shrink a "
+                f"{in_shape[1]}×{in_shape[2]} image to nothing; use fewer blocks"
+            )
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.channels, self.kernel_sizes = list(channels), [int(k) for k in sizes]
+        self.pools, self.pool_size, self.activation = pools, pool_size, activation
+        self.hidden_features, self.out_features = list(hidden_features), out_features
+        self.dropout = dropout
+        layers: list[nn.Module] = []
+        c_in = self.in_shape[0]
+        for c, k, p in zip(self.channels, self.kernel_sizes, pools, strict=True):
+            conv = Conv2d(c_in, c, k, padding="same")
+            init_linear_(conv, init, activation)
+            layers += [conv, ACTIVATIONS[activation]()]
+            if POOLS[p] is not None:
+                layers.append(POOLS[p](pool_size))
+            c_in = c
+        layers.append(Flatten())
+        self.features = nn.Sequential(*layers)
+        head: list[nn.Module] = []
+        sizes = [c_in * h * w, *self.hidden_features, out_features]
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            linear = Linear(n_in, n_out)
+            init_linear_(linear, init, activation)
+            head.append(linear)
+            if i < len(sizes) - 2:
+                head.append(ACTIVATIONS[activation]())
+                if dropout:
+                    head.append(Dropout(dropout))
+        self.head = nn.Sequential(*head)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return self.head(self.features(input.reshape(-1, *self.in_shape)))
+
+    def feature_maps(self, input: Tensor) -> list[Tensor]:
+        """The output of every layer of the convolution blocks for the images ``input``
+        (what each filter responds to, and where)."""
+        maps, x = [], input.reshape(-1, *self.in_shape)
+        for layer in self.features[:-1]:
+            x = layer(x)
+            maps.append(x)
+        return maps
+
+    def summary(self) -> str:
+        """One line: ``ConvNet 1×8×8 → conv3×3 16, max-pool 2, conv3×3 32 → 512-64-10``."""
+        c, h, w = self.in_shape
+        parts = []
+        for ch, k, p in zip(self.channels, self.kernel_sizes, self.pools, strict=True):
+            parts.append(f"conv{k}×{k} {ch}")
+            if p != "none":
+                parts.append(f"{p}-pool {self.pool_size}")
+        head = "-".join(map(str, [self.head[0].in_features, *self.hidden_features])) + (
+            f" (dropout {self.dropout:g})" if self.dropout else ""
+        )
+        return f"ConvNet {c}×{h}×{w} → {', '.join(parts)} → {head}-{self.out_features}"
+
+
+class RecurrentNet(nn.Module):
+    r"""The notes' recurrent network ("sequence data, memory loops"): recurrent layers read
+    the sequence step by step, then a linear layer maps the last hidden state to the output.
+
+    ``h_t = tanh(W_ih x_t + b_ih + W_hh h_{t−1} + b_hh)`` (``cell="rnn"``: :class:`RNN`), or an
+    :class:`LSTM`'s gates and cell state (``cell="lstm"``); then ``z = W h_T + b``.
+
+    Args:
+        in_shape: ``(T, F)``: ``T`` time steps of ``F`` values each.
+        out_features: outputs (classes, or 1).
+        hidden_size: the state's size ``H``.
+        num_layers: stacked recurrent layers.
+        cell: ``rnn`` | ``lstm``.
+        nonlinearity: ``tanh`` | ``relu``, for ``cell="rnn"``.
+
+    Shape:
+        input (N, T·F) feature rows, step after step (as a data set's columns), or (N, T, F)
+        → output (N, out_features).
+
+    Examples::
+
+        >>> net = RecurrentNet((20, 1), 1, hidden_size=16, cell="lstm")
+        >>> net(torch.randn(5, 20)).shape
+        torch.Size([5, 1])
+    """
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        out_features: int,
+        hidden_size: int = 32,
+        num_layers: int = 1,
+        cell: str = "rnn",
+        nonlinearity: str = "tanh",
+    ) -> None:
+        super().__init__()
+        if len(in_shape) != 2 or any(int(s) != s or s <= 0 for s in in_shape):
+            raise ValueError(f"RecurrentNet: in_shape must be (T, F), got {list(in_shape)}")
+        if cell not in CELLS:
+            raise ValueError(f"RecurrentNet: cell must be one of {', '.join(CELLS)}, got {cell!r}")
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.out_features, self.hidden_size, self.num_layers = out_features, hidden_size, num_layers
+        self.cell, self.nonlinearity = cell, nonlinearity
+        kw = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
+        self.recurrent = CELLS[cell](
+            self.in_shape[1], hidden_size, num_layers, batch_first=True, **kw
+        )
+        self.head = Linear(hidden_size, out_features)
+
+    def forward(self, input: Tensor) -> Tensor:
+        output = self.recurrent(input.reshape(-1, *self.in_shape))[0]
+        return self.head(output[:, -1])  # the last step's state of the last layer: h_T
+
+    def summary(self) -> str:
+        """One line: ``RecurrentNet LSTM 8 steps × 8 → 64 → 10``."""
+        t, f = self.in_shape
+        layers = f" ×{self.num_layers}" if self.num_layers > 1 else ""
+        kind = "LSTM" if self.cell == "lstm" else f"RNN ({self.nonlinearity})"
+        return (
+            f"RecurrentNet {kind}{layers} {t} steps × {f} → {self.hidden_size} → "
+            f"{self.out_features}"
+        )
