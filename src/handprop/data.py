@@ -24,19 +24,27 @@ PREPROCESSING = ("standardize", "normalize", "none")
 @dataclass
 class Scaler:
     """``x' = (x − shift) / scale`` per column: the notes' standardisation
-    (shift = μ, scale = σ) or min-max normalisation (shift = min, scale = max − min)."""
+    (shift = μ, scale = σ) or min-max normalisation (shift = min, scale = max − min).
+
+    ``pooled``: one shift and scale for all the columns, from all their values: for an image's
+    pixels, which must keep their brightness relative to each other (a filter slides over
+    all of them; a near-constant border pixel standardised on its own turns a rare stroke into
+    a value of ~50)."""
 
     shift: np.ndarray
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, x: np.ndarray, method: str) -> Scaler:
+    def fit(cls, x: np.ndarray, method: str, pooled: bool = False) -> Scaler:
         if method not in PREPROCESSING:
             raise DataError(
                 f"data.preprocessing={method!r} is not one of {', '.join(PREPROCESSING)}"
             )
         if method == "none":
             return cls(np.zeros(x.shape[1]), np.ones(x.shape[1]))
+        if pooled:  # the statistics of all the values, in every column
+            one = cls.fit(x.reshape(-1, 1), method)
+            return cls(np.full(x.shape[1], one.shift[0]), np.full(x.shape[1], one.scale[0]))
         if method == "standardize":
             shift, scale = x.mean(0), x.std(0)
         else:
@@ -163,6 +171,9 @@ class TabularDataModule(L.LightningDataModule):
     """Splits a :class:`~handprop.datasets.Table`, fits the scaler on the training rows only,
     and serves training batches as index slices of device-resident tensors.
 
+    Images (a table with ``image_shape``) are scaled with one shift and scale for all their
+    pixels (:class:`Scaler`'s ``pooled``), as image pipelines normalise per channel.
+
     Regression targets are standardised too (``y_scaler``); the model maps predictions back
     to the original units for metrics and prediction. Validation and test rows are not
     batched: the model evaluates a whole split at once (:meth:`split`), on every process
@@ -189,7 +200,7 @@ class TabularDataModule(L.LightningDataModule):
         idx = split_indices(len(table.y), val_fraction, test_fraction, seed)
         self.indices = dict(zip(("train", "val", "test"), idx, strict=True))
         train_x = table.X[self.indices["train"]]
-        self.x_scaler = Scaler.fit(train_x, preprocessing)
+        self.x_scaler = Scaler.fit(train_x, preprocessing, pooled=table.image_shape is not None)
         if table.task == "regression":
             ty = table.y[self.indices["train"]]
             self.y_scaler = Scaler(np.array([ty.mean()]), np.array([ty.std() or 1.0]))

@@ -22,6 +22,7 @@ __all__ = [
     "load_table",
     "property_prices",
     "students",
+    "sine",
     "read_csv",
 ]
 
@@ -35,7 +36,12 @@ class DataError(UserError, ValueError):
 @dataclass
 class Table:
     """Features ``X`` (n, f) float64, target ``y`` (n,) — float64 for regression, int64 class
-    indices 0…K−1 for classification — and their names."""
+    indices 0…K−1 for classification — and their names.
+
+    How a row's features are laid out, for the networks that read more than a flat row:
+    ``image_shape`` (height, width) when each row is an image's pixels, row after row (digits:
+    8×8); ``time_steps`` when each row is a sequence of that many steps, each step's values
+    together, oldest first (sine: a window of past values)."""
 
     X: np.ndarray
     y: np.ndarray
@@ -43,6 +49,8 @@ class Table:
     target_name: str
     task: str
     class_names: list[str] = field(default_factory=list)
+    image_shape: tuple[int, int] | None = None
+    time_steps: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -123,6 +131,25 @@ def blobs(
     return Table(X, y.astype(np.int64), names, "label", "multiclass", classes)
 
 
+def sine(n_samples: int = 2000, window: int = 20, noise: float = 0.05, seed: int = 0) -> Table:
+    """Noisy sine waves, a sequence per row: ``window`` past values → the next value.
+
+    Each row is its own wave ``x_t = sin(ω t + φ) + ε_t`` with a random angular frequency
+    ``ω ~ U(0.2, 1.0)`` radians per step (a period of 6 to 31 steps), a random phase
+    ``φ ~ U(0, 2π)`` and noise ``ε_t ~ N(0, noise²)``. The features are ``x_{t−window} …
+    x_{t−1}``, oldest first; the target is ``x_t`` (noise included, so the best possible R² is
+    about ``1 − 2·noise²``: 0.995 at the default 0.05). To predict it a network has to find the
+    wave's frequency and phase in the window: what a recurrent network's state carries.
+    """
+    rng = np.random.default_rng(seed)
+    omega = rng.uniform(0.2, 1.0, (n_samples, 1))
+    phase = rng.uniform(0, 2 * np.pi, (n_samples, 1))
+    t = np.arange(window + 1)
+    x = np.sin(omega * t + phase) + noise * rng.standard_normal((n_samples, window + 1))
+    names = [f"x[t-{window - k}]" for k in range(window)]
+    return Table(x[:, :window], x[:, window], names, "x[t]", "regression", time_steps=window)
+
+
 # --------------------------------------------------------------------------------------------
 # scikit-learn's bundled data sets (installed with the package, never downloaded)
 # --------------------------------------------------------------------------------------------
@@ -147,7 +174,9 @@ def _sklearn(name: str) -> Table:
     if task == "regression":
         return Table(X, np.asarray(bunch.target, np.float64), names, "target", task)
     classes = [str(c) for c in getattr(bunch, "target_names", np.unique(bunch.target))]
-    return Table(X, np.asarray(bunch.target, np.int64), names, "target", task, classes)
+    images = getattr(bunch, "images", None)  # digits: each row is an 8×8 image
+    shape = tuple(images.shape[1:]) if images is not None else None
+    return Table(X, np.asarray(bunch.target, np.int64), names, "target", task, classes, shape)
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,13 +309,14 @@ def _classify(
     return Table(X, index.astype(np.int64), features, target, task, [str(c) for c in labels])
 
 
-DATASETS = ("property_prices", "students", "blobs", *_SKLEARN, "csv")
+DATASETS = ("property_prices", "students", "blobs", "sine", *_SKLEARN, "csv")
 
 #: The task of each bundled data set (a CSV's task is the task the user names).
 DATA_TASKS: dict[str, str] = {
     "property_prices": "regression",
     "students": "regression",
     "blobs": "multiclass",
+    "sine": "regression",
     **{name: task for name, (_, task) in _SKLEARN.items()},
 }
 
@@ -303,6 +333,7 @@ def load_table(
     task: str | None = None,
     n_features: int | None = None,
     n_classes: int | None = None,
+    window: int | None = None,
 ) -> Table:
     """Load a data set by its config name (see :data:`DATASETS`)."""
     if name == "property_prices":
@@ -311,8 +342,18 @@ def load_table(
         return students(n_samples or 8, 2.0 if noise is None else noise, seed)
     if name == "blobs":
         return blobs(n_samples or 60_000, n_features or 784, n_classes or 10, seed)
+    if name == "sine":
+        return sine(n_samples or 2000, window or 20, 0.05 if noise is None else noise, seed)
     if name in _SKLEARN:
         return _sklearn(name)
     if name == "csv":
-        return read_csv(path or "", target, features, task)
+        table = read_csv(path or "", target, features, task)
+        if window is not None:  # the feature columns are a sequence: oldest step first
+            if table.X.shape[1] % window:
+                raise DataError(
+                    f"data.window={window} does not divide the CSV's {table.X.shape[1]} feature "
+                    f"columns into time steps; give a window that does (e.g. the column count)"
+                )
+            table.time_steps = window
+        return table
     raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
