@@ -29,7 +29,7 @@ from handprop.data import PREPROCESSING, TabularDataModule
 from handprop.datasets import DATA_TASKS, TASKS, load_table
 from handprop.guards import AtomicCheckpointIO, Checkpoints
 from handprop.model import NETWORKS, HandpropModule
-from handprop.nn import ACTIVATIONS, INITS
+from handprop.nn import ACTIVATIONS, CELLS, INITS, POOLS, block_pools, conv_output_size
 from handprop.progress import Progress
 from handprop.task import COSTS, METRICS
 
@@ -68,6 +68,25 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "model.activation": _one_of(ACTIVATIONS),
     "model.init": _one_of(INITS),
+    "model.channels": (
+        lambda v: OmegaConf.is_list(v) and len(v) > 0 and all(_integer(c) and c > 0 for c in v),
+        "must be a non-empty list of positive integers (filters per block), e.g. [8,16]",
+    ),
+    "model.kernel_sizes": (
+        lambda v: (_integer(v) and v > 0)
+        or (OmegaConf.is_list(v) and len(v) > 0 and all(_integer(k) and k > 0 for k in v)),
+        "must be a positive integer or a list of them (one per block), e.g. 3 or [5,3]",
+    ),
+    "model.pool": (
+        lambda v: v in POOLS or (OmegaConf.is_list(v) and len(v) > 0 and all(p in POOLS for p in v)),
+        f"one of {', '.join(POOLS)}, or a list of them with one per block, e.g. [none,max]",
+    ),
+    "model.pool_size": POSITIVE_INT,
+    "model.dropout": (lambda v: _number(v) and 0 <= v < 1, "a probability in [0, 1)"),
+    "model.cell": _one_of(CELLS),
+    "model.hidden_size": POSITIVE_INT,
+    "model.num_layers": POSITIVE_INT,
+    "model.nonlinearity": _one_of(("tanh", "relu")),
     "gd.batch_size": (POSITIVE_INT[0], "a positive integer (null = whole training set)"),
     "gd.base_batch_size": POSITIVE_INT,
     "data.val_fraction": FRACTION,
@@ -76,6 +95,8 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.n_samples": POSITIVE_INT,
     "data.n_features": POSITIVE_INT,
     "data.n_classes": POSITIVE_INT,
+    "data.noise": NON_NEGATIVE,
+    "data.window": POSITIVE_INT,
     "trainer.max_epochs": POSITIVE_INT,
     "trainer.max_steps": (lambda v: _integer(v) and (v > 0 or v == -1), "-1 or a positive integer"),
     "trainer.gradient_clip_val": (POSITIVE[0], "null or a number > 0"),
@@ -102,6 +123,8 @@ OPTIONAL = {
     "data.n_samples",
     "data.n_features",
     "data.n_classes",
+    "data.noise",
+    "data.window",
     "trainer.gradient_clip_val",
     "num_threads",
     "task.loss",
@@ -227,6 +250,7 @@ def build_datamodule(cfg: DictConfig, task: str) -> TabularDataModule:
         task=task if d.name == "csv" else None,
         n_features=d.get("n_features"),
         n_classes=d.get("n_classes"),
+        window=d.get("window"),
     )
     if task == "binary" and table.num_classes != 2:
         raise ConfigError(
@@ -256,9 +280,78 @@ def mlp_network(cfg: DictConfig, dm: TabularDataModule) -> dict[str, Any]:
     }
 
 
+def cnn_network(cfg: DictConfig, dm: TabularDataModule) -> dict[str, Any]:
+    """A :class:`~handprop.nn.ConvNet` over the data set's images (one channel)."""
+    m, image = cfg.model, dm.table.image_shape
+    if image is None:
+        raise ConfigError(
+            f"model=cnn needs rows that are images, as data=digits (8×8 pixels); "
+            f"data={cfg.data.name}'s rows are {dm.in_features} separate features: use model=mlp"
+        )
+    channels = list(m.channels)
+    sizes = m.kernel_sizes if _integer(m.kernel_sizes) else list(m.kernel_sizes)
+    if not _integer(sizes) and len(sizes) != len(channels):
+        raise ConfigError(
+            f"model.kernel_sizes={sizes} is invalid: one size for every block, or one per entry "
+            f"of model.channels={channels} ({len(channels)})"
+        )
+    pool = m.pool if isinstance(m.pool, str) else list(m.pool)
+    try:
+        pools = block_pools(pool, len(channels))
+    except ValueError:
+        raise ConfigError(
+            f"model.pool={pool} is invalid: one of {', '.join(POOLS)} for every block, or a list "
+            f"with one per entry of model.channels={channels} ({len(channels)})"
+        ) from None
+    h, w = conv_output_size(image, pools, m.pool_size)
+    if h < 1 or w < 1:
+        n = sum(p != "none" for p in pools)
+        raise ConfigError(
+            f"model.pool={pool} is invalid for data={cfg.data.name}: {n} poolings of "
+            f"{m.pool_size} shrink its {image[0]}×{image[1]} images to nothing; pool fewer "
+            f"blocks (e.g. model.pool=[none,max,none]) or use a smaller model.pool_size"
+        )
+    return {
+        "in_shape": [1, *image],
+        "channels": channels,
+        "out_features": dm.out_features,
+        "kernel_sizes": sizes,
+        "pool": pool,
+        "pool_size": m.pool_size,
+        "hidden_features": list(m.hidden),
+        "activation": m.activation,
+        "init": m.init,
+        "dropout": m.dropout,
+    }
+
+
+def rnn_network(cfg: DictConfig, dm: TabularDataModule) -> dict[str, Any]:
+    """A :class:`~handprop.nn.RecurrentNet` over the data set's sequences: a time series'
+    window (``time_steps``), or an image read row by row, top to bottom (digits: 8 steps of 8
+    pixels)."""
+    m, table = cfg.model, dm.table
+    steps = table.time_steps or (table.image_shape[0] if table.image_shape else None)
+    if steps is None:
+        raise ConfigError(
+            f"model=rnn needs rows that are sequences, as data=sine (a window of past values), "
+            f"data=digits (8 rows of 8 pixels) or data=csv with data.window=N; "
+            f"data={cfg.data.name}'s rows are {dm.in_features} separate features: use model=mlp"
+        )
+    return {
+        "in_shape": [steps, dm.in_features // steps],
+        "out_features": dm.out_features,
+        "hidden_size": m.hidden_size,
+        "num_layers": m.num_layers,
+        "cell": m.cell,
+        "nonlinearity": m.nonlinearity,
+    }
+
+
 #: model.name → the network's keyword arguments, from the config and the data's shapes.
 NETWORK_ARGS: dict[str, Callable[[DictConfig, TabularDataModule], dict[str, Any]]] = {
     "mlp": mlp_network,
+    "cnn": cnn_network,
+    "rnn": rnn_network,
 }
 
 

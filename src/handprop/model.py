@@ -19,11 +19,11 @@ import torch
 from torch import Tensor
 
 from handprop.guards import Diverged
-from handprop.nn import MLP
+from handprop.nn import MLP, ConvNet, RecurrentNet
 from handprop.task import Task
 
 #: The networks a config can name, built from their keyword arguments (``network`` below).
-NETWORKS: dict[str, type[torch.nn.Module]] = {"mlp": MLP}
+NETWORKS: dict[str, type[torch.nn.Module]] = {"mlp": MLP, "cnn": ConvNet, "rnn": RecurrentNet}
 
 
 class InverseSqrtLR(torch.optim.lr_scheduler.LambdaLR):

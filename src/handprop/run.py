@@ -106,7 +106,10 @@ def report(cfg, run, rows, run_dir: Path, checkpoints) -> None:  # noqa: ANN001
 
 
 def describe(net) -> str:  # noqa: ANN001
-    """A network in a few characters: ``MLP 4-5-1``, else its class name."""
+    """A network in a few characters: ``MLP 4-5-1``, its own ``summary()``, else its class
+    name."""
+    if hasattr(net, "summary"):
+        return net.summary()
     if hasattr(net, "hidden_features"):
         sizes = [net.in_features, *net.hidden_features, net.out_features]
         return f"{type(net).__name__} {'-'.join(map(str, sizes))}"
