@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from handprop import functional as F
-from handprop.functional.base import _check_reduction
+from handprop.functional.base import _check_reduction, _legacy_reduction
 
 __all__ = [
     "Linear",
@@ -23,10 +23,12 @@ __all__ = [
     "ReLU",
     "LeakyReLU",
     "Softmax",
+    "LogSoftmax",
     "MSELoss",
     "QuadraticCost",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
+    "NLLLoss",
     "MLP",
     "ACTIVATIONS",
     "INITS",
@@ -145,9 +147,33 @@ class Softmax(nn.Module):
         return f"dim={self.dim}"
 
 
-class _Loss(nn.Module):
-    def __init__(self, reduction: str = "mean") -> None:
+class LogSoftmax(nn.Module):
+    """``zᵢ − log Σⱼ e^{zⱼ}`` along ``dim`` (required here: torch's implicit choice is
+    deprecated)."""
+
+    def __init__(self, dim: int | None = None) -> None:
         super().__init__()
+        self.dim = dim
+
+    def forward(self, input: Tensor) -> Tensor:
+        if self.dim is None:
+            raise ValueError("handprop.nn.LogSoftmax needs dim, e.g. LogSoftmax(dim=1)")
+        return F.log_softmax(input, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class _Loss(nn.Module):
+    """torch's loss constructor: ``reduction``, or the deprecated ``size_average`` /
+    ``reduce`` pair (mapped to it, with torch's warning)."""
+
+    def __init__(
+        self, size_average: bool | None = None, reduce: bool | None = None, reduction: str = "mean"
+    ) -> None:
+        super().__init__()
+        if size_average is not None or reduce is not None:
+            reduction = _legacy_reduction(size_average, reduce)
         _check_reduction(reduction)
         self.reduction = reduction
 
@@ -155,32 +181,107 @@ class _Loss(nn.Module):
         return f"reduction={self.reduction!r}"
 
 
+class _WeightedLoss(_Loss):
+    """A loss with class weights, kept as the buffer ``weight`` (in the state dict when set,
+    moved by ``.to()``), as torch keeps them."""
+
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(size_average, reduce, reduction)
+        self.register_buffer("weight", weight)
+
+
 class MSELoss(_Loss):
     """``(ŷ − y)²``, reduced by ``reduction``; input and target the same shape."""
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        return F.mse_loss(input, target, self.reduction)
+        return F.mse_loss(input, target, reduction=self.reduction)
 
 
 class QuadraticCost(_Loss):
     """The notes' cost ``½ (y − ŷ)²``, reduced; derivative ``ŷ − y``."""
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__(reduction=reduction)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.quadratic_cost(input, target, self.reduction)
 
 
 class BCEWithLogitsLoss(_Loss):
-    """Binary cross-entropy of ``σ(z)`` against ``y``, from logits ``z``; same shapes."""
+    """Binary cross-entropy of ``σ(z)`` against ``y``, from logits ``z``; same shapes.
+    ``weight`` (broadcast to ``z``) and ``pos_weight`` (per class, the last dimension) are
+    buffers, as in torch."""
+
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+        pos_weight: Tensor | None = None,
+    ) -> None:
+        super().__init__(size_average, reduce, reduction)
+        self.register_buffer("weight", weight)
+        self.register_buffer("pos_weight", pos_weight)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        return F.binary_cross_entropy_with_logits(input, target, self.reduction)
+        return F.binary_cross_entropy_with_logits(
+            input, target, self.weight, reduction=self.reduction, pos_weight=self.pos_weight
+        )
 
 
-class CrossEntropyLoss(_Loss):
-    """Softmax cross-entropy from logits (N, C, …) and class indices (N, …) or probabilities."""
+class CrossEntropyLoss(_WeightedLoss):
+    """Softmax cross-entropy from logits (N, C, …) and class indices (N, …) or probabilities;
+    class ``weight`` (C,), ``ignore_index``, ``label_smoothing`` as in torch."""
+
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        size_average: bool | None = None,
+        ignore_index: int = -100,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__(weight, size_average, reduce, reduction)
+        self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(input, target, self.reduction)
+        return F.cross_entropy(
+            input,
+            target,
+            self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+        )
+
+
+class NLLLoss(_WeightedLoss):
+    """Negative log-likelihood ``−w_y ℓ_y`` of log-probabilities (N, C, …) at class indices
+    (N, …); class ``weight`` (C,) and ``ignore_index`` as in torch."""
+
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        size_average: bool | None = None,
+        ignore_index: int = -100,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(weight, size_average, reduce, reduction)
+        self.ignore_index = ignore_index
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.nll_loss(
+            input, target, self.weight, ignore_index=self.ignore_index, reduction=self.reduction
+        )
 
 
 # --------------------------------------------------------------------------------------------
