@@ -33,6 +33,9 @@ __all__ = [
     "ACTIVATIONS",
     "INITS",
     "init_linear_",
+    "TWINS",
+    "to_handprop",
+    "to_torch",
 ]
 
 
@@ -343,6 +346,12 @@ class MLP(nn.Module):
 
     Shapes: input (*, in_features) → output (*, out_features).
     Parameters: ``layers.{2k}.weight`` / ``.bias`` for the k-th Linear, as in ``nn.Sequential``.
+
+    State dicts: ``mlp.layers`` is an ``nn.Sequential``, so its state dict is a plain
+    Sequential's (``0.weight``, …); ``mlp.state_dict()`` adds the prefix ``layers.``. Between an
+    MLP and a torch ``nn.Sequential`` of the same layers: ``seq.load_state_dict(
+    mlp.layers.state_dict())`` and ``mlp.layers.load_state_dict(seq.state_dict())``; a torch
+    model that keeps the Sequential as ``self.layers`` loads ``mlp.state_dict()`` as it is.
     """
 
     def __init__(
@@ -382,3 +391,64 @@ class MLP(nn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         return self.layers(input)
+
+
+# --------------------------------------------------------------------------------------------
+# Whole-model conversion: torch.nn layers ⇄ their handprop twins
+# --------------------------------------------------------------------------------------------
+#: Each torch.nn layer with a handprop twin, and the twin: same constructor arguments, same
+#: attribute, parameter and buffer names.
+TWINS: dict[type[nn.Module], type[nn.Module]] = {
+    nn.Linear: Linear,
+    nn.Sigmoid: Sigmoid,
+    nn.Tanh: Tanh,
+    nn.ReLU: ReLU,
+    nn.LeakyReLU: LeakyReLU,
+    nn.Softmax: Softmax,
+    nn.LogSoftmax: LogSoftmax,
+    nn.MSELoss: MSELoss,
+    nn.BCEWithLogitsLoss: BCEWithLogitsLoss,
+    nn.CrossEntropyLoss: CrossEntropyLoss,
+    nn.NLLLoss: NLLLoss,
+}
+
+
+def to_handprop(module: nn.Module) -> nn.Module:
+    """Swap every torch.nn layer of ``module`` that has a handprop twin (:data:`TWINS`), at any
+    depth, for the twin, so its backward pass runs the hand-written derivatives.
+
+    Each twin takes over the layer's state as it is: the same ``Parameter`` and buffer objects
+    (an optimizer built before still steps them), settings, hooks and train/eval mode, so the
+    state dict, its keys and the outputs are unchanged. Layers of exactly these classes are
+    swapped; subclasses and layers with parametrizations (``weight_norm``, …) are left alone
+    (parametrize after converting). ``inplace=True`` of a ReLU is kept but ignored.
+
+    Returns ``module``, changed in place, or the twin when ``module`` itself is such a layer.
+
+    Examples::
+
+        >>> model = to_handprop(torchvision_or_your_model)   # one line, hand-written backward
+        >>> reference = to_torch(copy.deepcopy(model))      # and back, to compare gradients
+    """
+    return _swap(module, TWINS)
+
+
+def to_torch(module: nn.Module) -> nn.Module:
+    """The reverse of :func:`to_handprop`: every handprop layer of ``module`` back to its
+    torch.nn twin, state kept the same way. ``QuadraticCost`` (half of ``MSELoss``) has no twin
+    and stays; an :class:`MLP` stays an ``MLP`` whose ``layers`` Sequential holds torch.nn layers
+    (its parameter names, ``layers.{2k}.weight``, do not change)."""
+    return _swap(module, {twin: layer for layer, twin in TWINS.items()})
+
+
+def _swap(module: nn.Module, table: dict[type[nn.Module], type[nn.Module]]) -> nn.Module:
+    twin_class = table.get(type(module))
+    if twin_class is not None:
+        twin = twin_class.__new__(twin_class)
+        twin.__dict__.update(module.__dict__)  # the same parameters, buffers, hooks, settings
+        return twin
+    for name, child in module.named_children():
+        swapped = _swap(child, table)
+        if swapped is not child:
+            setattr(module, name, swapped)
+    return module

@@ -60,6 +60,7 @@ class HandFunction(Function, metaclass=_HandFunctionMeta):
     _autocast: type[HandFunction]
     _plain: type[Function]
     _defaults: tuple = ()
+    _n_inputs: int = 0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -68,6 +69,7 @@ class HandFunction(Function, metaclass=_HandFunctionMeta):
         if not cls.__dict__.get("_is_autocast_twin"):
             _BY_NAME[cls.__name__] = cls
             params = inspect.signature(cls.forward).parameters.values()
+            cls._n_inputs = len(params)
             cls._defaults = tuple(p.default for p in params if p.default is not p.empty)
             cls._autocast = _autocast_twin(cls)
         cls._plain = _old_style_twin(cls)
@@ -77,8 +79,8 @@ class HandFunction(Function, metaclass=_HandFunctionMeta):
         x = args[0]  # every handprop Function's first input is a tensor
         on = torch.is_autocast_enabled("cpu" if x.is_cpu else x.device.type)  # as _autocast_on
         fn = cls._autocast if on else cls
-        if cls._defaults and len(args) < cls._plain.n_inputs:
-            args += cls._defaults[len(args) - cls._plain.n_inputs :]
+        if len(args) < cls._n_inputs:
+            args += cls._defaults[len(args) - cls._n_inputs :]
         try:
             return fn._plain.apply(*args)
         except RuntimeError:
@@ -99,7 +101,6 @@ def _old_style_twin(cls: type[HandFunction]) -> type[Function]:
     body = {
         "forward": staticmethod(forward_with_ctx),
         "backward": staticmethod(cls.backward),
-        "n_inputs": len(inspect.signature(forward).parameters),
         "__module__": cls.__module__,
         "__qualname__": cls.__qualname__,
     }

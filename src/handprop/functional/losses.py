@@ -510,8 +510,11 @@ def _mean_divisor(target: Tensor, weight: Tensor | None, ignore_index: int, n: i
         return max(n, 1)
     keep = target != ignore_index
     if weight is None:
-        return keep.sum()
-    return torch.where(keep, weight[torch.where(keep, target, 0)], 0).sum()
+        total = keep.sum()
+    else:
+        total = torch.where(keep, weight[torch.where(keep, target, 0)], 0).sum()
+    # every sample ignored: the mean is 0/0 (nan, as torch), its gradient 0 (as torch's)
+    return torch.where(total == 0, 1, total)
 
 
 def _per_sample(
