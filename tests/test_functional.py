@@ -302,6 +302,30 @@ def test_gradcheck(case):
     assert gradcheck(fn, make(F64), eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
+# forward mode: each Function's jvp against finite differences, on its first case and on
+# every case of the loss arguments with the mean reduction (the op_db suite and test_dropins.py
+# compare the tangents with torch's everywhere else)
+JVP_CASES = [
+    c
+    for i, c in enumerate(CASES)
+    if c[1] not in {d[1] for d in CASES[:i]} or c[0].endswith("-mean-5x3")
+]
+
+
+@pytest.mark.parametrize("case", JVP_CASES, ids=[c[0] for c in JVP_CASES])
+def test_jvp_gradcheck(case):
+    _, _, fn, _, make = case
+    assert gradcheck(
+        fn,
+        make(F64),
+        eps=1e-6,
+        atol=1e-7,
+        rtol=1e-5,
+        check_forward_ad=True,
+        check_backward_ad=False,
+    )
+
+
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_gradgradcheck(case):
     _, _, fn, _, make = case
