@@ -1,18 +1,30 @@
-"""Training speed, side by side in one run: handprop (through handprop-train's own code path,
-in-process, start-up excluded) vs scikit-learn's MLP vs a plain PyTorch loop with torch.nn.
+"""Training speed, side by side in one run, with the costs separated.
 
-Same architecture, optimiser (Adam), learning rate, batch size, epochs, training rows and
-test rows for all three; repetitions are interleaved and medians reported, so the ratios are
-fair on a noisy shared machine. Prints a markdown table and writes it to outputs/bench/.
+For each case, four fits of the same network on the same rows, with the same Adam, learning
+rate, batch size and epochs, repetitions interleaved, medians reported:
+
+* **handprop**: ``handprop-train``'s own code path, in-process (``handprop.build.prepare`` then
+  ``trainer.fit``), start-up and data preparation excluded;
+* **loop handprop.nn**: a plain PyTorch loop doing the same updates and the same per-epoch
+  validation (loss and the task's metrics) with ``handprop.nn`` modules and autograd;
+* **loop torch.nn**: the same loop with ``torch.nn``;
+* **scikit-learn**: ``MLPClassifier`` / ``MLPRegressor`` (no validation).
+
+trainer / loop(handprop.nn) is the trainer's own overhead; loop(handprop.nn) / loop(torch.nn)
+is the cost of the Functions' Python backward. Then start-up: time to the first update of
+``handprop-train`` against ``python -c "import lightning"``, and ``handprop-train --help``.
 
     python scripts/bench_train.py            # every case
-    python scripts/bench_train.py --quick    # small cases only, one repetition
+    python scripts/bench_train.py --quick    # the small cases, one repetition
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -20,31 +32,33 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 from hydra import compose, initialize_config_module
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score, r2_score
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-from handprop.train import prepare
+import handprop.nn as hnn
+from handprop.build import prepare
 
 
 @dataclass
 class Case:
     name: str
-    overrides: list[str]  # handprop-train overrides (data, model, gd, epochs)
+    overrides: list[str]  # handprop-train overrides (data, gd, ...)
     hidden: list[int]
     batch: int | None  # None: the whole training set
     epochs: int
     lr: float = 1e-3
-    sklearn: bool = True
+    shipped: bool = False  # the default run as shipped: validation, checkpoints, TensorBoard
     matmul_fraction: bool = False
 
 
 def cases(quick: bool) -> list[Case]:
     c = [
         Case("digits 64-64-10, batch 32", ["data=digits"], [64], 32, 20),
+        Case("default run as shipped (4-5-1, 60 epochs)", [], [5], 32, 60, 1e-2, shipped=True),
         Case("digits 64-64-10, batch 256", ["data=digits"], [64], 256, 20),
         Case(
             "regression 10,000 x 4, batch 32",
@@ -56,8 +70,8 @@ def cases(quick: bool) -> list[Case]:
         ),
     ]
     if quick:
-        return c[:1]
-    for n in (10_000, 100_000, 1_000_000):
+        return c[:2]
+    for n in (100_000, 1_000_000):
         c.append(
             Case(
                 f"property_prices {n:,} rows, batch 1024",
@@ -78,7 +92,7 @@ def cases(quick: bool) -> list[Case]:
             matmul_fraction=True,
         )
     )
-    for mode, batch in (("batch", None), ("stochastic", 1), ("minibatch", 32)):
+    for mode, batch in (("stochastic", 1), ("minibatch", 32)):
         c.append(
             Case(
                 f"gd={mode}, property_prices 2,000",
@@ -92,62 +106,87 @@ def cases(quick: bool) -> list[Case]:
     return c
 
 
-def handprop_objects(case: Case, extra: list[str], run_dir: Path):  # noqa: ANN201
-    batch = "null" if case.batch is None else str(case.batch)
-    overrides = [
-        *case.overrides,
-        f"model.hidden=[{','.join(map(str, case.hidden))}]",
-        "optimizer=adam",
-        f"optimizer.lr={case.lr}",
-        f"gd.batch_size={batch}",
-        f"trainer.max_epochs={case.epochs}",
-        "callbacks=none",
-        "logger=none",
-        "trainer.accelerator=cpu",
-        *extra,
-    ]
-    if not any(o.startswith("gd=") for o in overrides):
-        overrides.append("gd=minibatch")
+def compose_case(case: Case, extra: list[str]):  # noqa: ANN201
+    if case.shipped:
+        overrides = [*case.overrides, "progress=false", *extra]  # the bar is for terminals
+    else:
+        batch = "null" if case.batch is None else str(case.batch)
+        overrides = [
+            *case.overrides,
+            f"model.hidden=[{','.join(map(str, case.hidden))}]",
+            "optimizer=adam",
+            f"optimizer.lr={case.lr}",
+            f"gd.batch_size={batch}",
+            f"trainer.max_epochs={case.epochs}",
+            "callbacks=none",
+            "logger=none",
+            "progress=false",
+            "trainer.accelerator=cpu",
+            *extra,
+        ]
+        if not any(o.startswith("gd=") for o in overrides):
+            overrides.append("gd=minibatch")
     with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    return prepare(cfg, run_dir)
+        return compose("train", overrides=overrides)
+
+
+class EpochGaps(L.Callback):
+    """The fixed cost of an epoch: the time from an epoch's last training step to the next
+    epoch's first (validation, checkpoints, logging, schedules, Lightning's bookkeeping)."""
+
+    def __init__(self) -> None:
+        self.gaps: list[float] = []
+        self.last_end: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+        if batch_idx == 0 and self.last_end is not None:
+            self.gaps.append(time.perf_counter() - self.last_end)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self.last_end = time.perf_counter()
+
+
+EPOCH_GAPS: dict[str, list[float]] = {}
 
 
 def run_handprop(case: Case, extra: list[str]) -> tuple[float, float, int]:
     with tempfile.TemporaryDirectory() as tmp:
-        dm, model, trainer, task = handprop_objects(case, extra, Path(tmp))
+        run = prepare(compose_case(case, extra), Path(tmp))
+        dm = run.datamodule
         for split in ("train", "val", "test"):  # data preparation is start-up, as for the others
             dm.split(split)
+        gaps = EpochGaps()
+        run.trainer.callbacks.append(gaps)
         t = time.perf_counter()
-        trainer.fit(model, datamodule=dm)
+        run.trainer.fit(run.module, datamodule=dm)
         secs = time.perf_counter() - t
-        x, y = dm.split("test")
-        m = model.eval().evaluate(x, y)
-    score = m.get("r2", m.get("accuracy"))
-    return secs, score, trainer.global_step
+        EPOCH_GAPS.setdefault(case.name, []).extend(gaps.gaps)
+        m = run.module.eval().evaluate(*dm.split("test"))
+    return secs, m.get("r2", m.get("accuracy")), run.module.updates
 
 
-def run_torch(case: Case, data: dict, threads: int) -> tuple[float, float, int]:
-    """The plain loop a PyTorch user writes: torch.nn, fused Adam, index-slice batches."""
+def run_loop(case: Case, data: dict, nn, threads: int) -> tuple[float, float, int]:  # noqa: ANN001
+    """The loop a PyTorch user writes: the same updates and per-epoch validation (the loss and
+    the task's metrics on the whole validation split) as the trainer; ``nn`` is torch.nn or
+    handprop.nn."""
     torch.manual_seed(0)
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
-    Xtr, ytr, Xte, yte, classify = (
-        data["Xtr"],
-        data["ytr"],
-        data["Xte"],
-        data["yte"],
-        data["classify"],
-    )
+    task = data["task"]
+    Xtr, ytr, Xva, yva = data["Xtr"], data["ytr"], data["Xva"], data["yva"]
     sizes = [Xtr.shape[1], *case.hidden, data["out"]]
     layers: list[torch.nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(torch.nn.Linear(a, b))
+        layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
-            layers.append(torch.nn.ReLU())
+            layers.append(nn.ReLU())
     net = torch.nn.Sequential(*layers)
     opt = torch.optim.Adam(net.parameters(), lr=case.lr, fused=True)
-    loss_fn = torch.nn.CrossEntropyLoss() if classify else torch.nn.MSELoss()
+    cost = {
+        "regression": nn.MSELoss,
+        "binary": nn.BCEWithLogitsLoss,
+        "multiclass": nn.CrossEntropyLoss,
+    }[task.name]()
     n, bs = len(Xtr), case.batch or len(Xtr)
     g = torch.Generator().manual_seed(0)
     steps = 0
@@ -156,20 +195,19 @@ def run_torch(case: Case, data: dict, threads: int) -> tuple[float, float, int]:
         perm = torch.randperm(n, generator=g)
         for i in range(0, n, bs):
             idx = perm[i : i + bs]
-            loss = loss_fn(net(Xtr[idx]), ytr[idx])
+            loss = cost(net(Xtr[idx]), ytr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             steps += 1
+        if len(Xva):
+            with torch.no_grad():
+                task.metrics(net(Xva), yva)
     secs = time.perf_counter() - t
     torch.set_num_threads(prev)
     with torch.no_grad():
-        out = net(Xte)
-    if classify:
-        score = accuracy_score(yte.numpy(), out.argmax(1).numpy())
-    else:
-        score = r2_score(yte.numpy().ravel(), out.numpy().ravel())
-    return secs, score, steps
+        m = task.metrics(net(data["Xte"]), data["yte"])
+    return secs, m.get("r2", m.get("accuracy")), steps
 
 
 def run_sklearn(case: Case, data: dict) -> tuple[float, float, int]:
@@ -185,7 +223,8 @@ def run_sklearn(case: Case, data: dict) -> tuple[float, float, int]:
         random_state=0,
     )
     Xtr, Xte = data["Xtr"].numpy(), data["Xte"].numpy()
-    model = MLPClassifier(**kw) if data["classify"] else MLPRegressor(**kw)
+    regression = data["task"].name == "regression"
+    model = MLPRegressor(**kw) if regression else MLPClassifier(**kw)
     ytr = data["ytr"].numpy().ravel()
     t = time.perf_counter()
     with warnings.catch_warnings():
@@ -209,18 +248,63 @@ def matmul_peak_gflops(reps: int = 20) -> float:
     return 2 * 2048**3 / min(times) / 1e9
 
 
+# The child process of the start-up measurement: the wall-clock time of the first update.
+FIRST_UPDATE = """
+import os, sys, time
+from handprop.model import HandpropModule
+def first(self, x, y):
+    print("FIRST_UPDATE", time.time(), flush=True)
+    os._exit(0)
+HandpropModule.update = first
+sys.argv = ["handprop-train", "logger=none", "callbacks=none", "hydra.run.dir=" + sys.argv[1]]
+from handprop.train import main
+main()
+"""
+
+
+def startup(reps: int) -> dict[str, float]:
+    """Median wall seconds, interleaved: `import lightning`, handprop-train to its first
+    update, and handprop-train --help (each a fresh process)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    times: dict[str, list[float]] = {"import lightning": [], "first update": [], "--help": []}
+    for _ in range(reps):
+        t = time.time()
+        subprocess.run([sys.executable, "-c", "import lightning"], check=True, env=env)
+        times["import lightning"].append(time.time() - t)
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.time()
+            r = subprocess.run(
+                [sys.executable, "-c", FIRST_UPDATE, tmp],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
+            line = [ln for ln in r.stdout.splitlines() if ln.startswith("FIRST_UPDATE")]
+            assert line, r.stderr
+            times["first update"].append(float(line[0].split()[1]) - t)
+        t = time.time()
+        subprocess.run(
+            [sys.executable, "-m", "handprop.train", "--help"],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
+        times["--help"].append(time.time() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions (median)")
+    ap.add_argument("--reps", type=int, default=5, help="interleaved repetitions (median)")
     ap.add_argument("--quick", action="store_true", help="small cases, one repetition")
     ap.add_argument("--out", default="outputs/bench", help="folder for the markdown table")
     ap.add_argument("--only", default="", help="run only cases whose name contains this")
+    ap.add_argument("--no-startup", action="store_true", help="skip the start-up measurement")
     ap.add_argument(
         "extra", nargs="*", help="extra handprop-train overrides, e.g. steps_per_call=1"
     )
     args = ap.parse_args()
     reps = 1 if args.quick else args.reps
-    torch.set_num_threads(torch.get_num_threads())
     default_threads = torch.get_num_threads()
     peak = matmul_peak_gflops()
     rows = []
@@ -228,49 +312,46 @@ def main() -> None:
         for case in (c for c in cases(args.quick) if args.only in c.name):
             extra: list[str] = list(args.extra)
             # The same rows for everyone: handprop's own split and scaling.
-            dm, model, _, task = handprop_objects(case, extra, Path(tmp) / "probe")
+            run = prepare(compose_case(case, extra), Path(tmp) / "probe")
             threads = torch.get_num_threads()  # what handprop chose for this size
             torch.set_num_threads(default_threads)
-            Xtr, ytr = dm.split("train")
-            Xte, yte = dm.split("test")
-            classify = task != "regression"
+            dm, task = run.datamodule, run.module.task
+            (Xtr, ytr), (Xva, yva), (Xte, yte) = (dm.split(s) for s in ("train", "val", "test"))
             data = {
-                "Xtr": Xtr, "ytr": ytr.squeeze(-1).long() if task == "binary" else ytr,
-                "Xte": Xte, "yte": yte.squeeze(-1).long() if task == "binary" else yte,
-                "classify": classify, "out": 2 if task == "binary" else dm.out_features,
+                "Xtr": Xtr, "ytr": ytr, "Xva": Xva, "yva": yva, "Xte": Xte, "yte": yte,
+                "task": task, "out": dm.out_features,
             }  # fmt: skip
             runners: dict[str, Callable[[], tuple[float, float, int]]] = {
                 "handprop": lambda c=case, e=extra: run_handprop(c, e),
-                "torch loop": lambda c=case, d=data, t=threads: run_torch(c, d, t),
+                "loop handprop.nn": lambda c=case, d=data, t=threads: run_loop(c, d, hnn, t),
+                "loop torch.nn": lambda c=case, d=data, t=threads: run_loop(c, d, torch.nn, t),
+                "scikit-learn": lambda c=case, d=data: run_sklearn(c, d),
             }
-            if case.sklearn:
-                runners["scikit-learn"] = lambda c=case, d=data: run_sklearn(c, d)
             results: dict[str, list[tuple[float, float, int]]] = {k: [] for k in runners}
             for _ in range(reps):  # interleaved: each repetition runs every trainer once
                 for k, fn in runners.items():
                     results[k].append(fn())
                     torch.set_num_threads(default_threads)
             med = {k: statistics.median(r[0] for r in v) for k, v in results.items()}
-            score = {k: v[-1][1] for k, v in results.items()}
-            steps = {k: v[-1][2] for k, v in results.items()}
             row = {
                 "case": case.name,
-                "steps": steps["handprop"],
+                "updates": results["handprop"][-1][2],
                 **{f"{k} s": med[k] for k in runners},
-                "handprop / torch": med["handprop"] / med["torch loop"],
-                "handprop / sklearn": med["handprop"] / med["scikit-learn"]
-                if "scikit-learn" in med
-                else float("nan"),
-                "metric": "acc" if classify else "R²",
-                **{f"{k} score": score[k] for k in runners},
+                "/ loop hnn": med["handprop"] / med["loop handprop.nn"],
+                "/ loop torch": med["handprop"] / med["loop torch.nn"],
+                "/ sklearn": med["handprop"] / med["scikit-learn"],
+                "epoch ms": 1e3 * statistics.median(EPOCH_GAPS.get(case.name) or [float("nan")]),
+                "metric": "R²" if task.name == "regression" else "acc",
+                **{f"{k} score": v[-1][1] for k, v in results.items()},
             }
             if case.matmul_fraction:
-                params = sum(lin.weight.numel() for lin in model.net.linears)
+                params = sum(p.numel() for p in run.module.net.parameters())
                 flops = 6 * params * len(Xtr) * case.epochs  # 2 forward + 4 backward per weight
-                row["handprop % of matmul peak"] = 100 * flops / med["handprop"] / 1e9 / peak
+                row["% of matmul peak"] = 100 * flops / med["handprop"] / 1e9 / peak
             rows.append(row)
             print(_row_line(row), flush=True)
-    table = _markdown(rows, peak, reps)
+    start = None if args.no_startup or args.only else startup(reps)
+    table = _markdown(rows, peak, reps, start)
     print("\n" + table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -283,29 +364,39 @@ def _row_line(row: dict) -> str:
     return "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
 
 
-def _markdown(rows: list[dict], peak: float, reps: int) -> str:
+def _markdown(rows: list[dict], peak: float, reps: int, start: dict | None) -> str:
     head = [
-        f"Training wall time (s, median of {reps} interleaved runs; fit only, start-up excluded). "
+        f"Fit wall time (s, median of {reps} interleaved runs; start-up excluded). "
         f"CPU: {torch.get_num_threads()} threads, float32 matmul peak {peak:.1f} GFLOP/s. "
         f"torch {torch.__version__}.",
         "",
-        "| case | updates | handprop s | torch loop s | scikit-learn s | handprop / torch | handprop / sklearn | test score (handprop / torch / sklearn) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| case | updates | handprop | loop handprop.nn | loop torch.nn | scikit-learn "
+        "| handprop / loop hnn | handprop / loop torch | handprop / sklearn "
+        "| epoch overhead ms | test score (handprop / hnn / torch / sklearn) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        sk = f"{r['scikit-learn s']:.3f}" if "scikit-learn s" in r else "-"
         scores = " / ".join(
-            f"{r[k]:.3f}"
-            for k in ("handprop score", "torch loop score", "scikit-learn score")
-            if k in r
+            f"{r[f'{k} score']:.3f}"
+            for k in ("handprop", "loop handprop.nn", "loop torch.nn", "scikit-learn")
         )
-        extra = ""
-        if "handprop % of matmul peak" in r:
-            extra = f" ({r['handprop % of matmul peak']:.0f}% of matmul peak)"
+        peak_note = (
+            f" ({r['% of matmul peak']:.0f}% of matmul peak)" if "% of matmul peak" in r else ""
+        )
         head.append(
-            f"| {r['case']}{extra} | {r['steps']} | {r['handprop s']:.3f} | {r['torch loop s']:.3f} | {sk} | "
-            f"{r['handprop / torch']:.2f} | {r['handprop / sklearn']:.2f} | {r['metric']} {scores} |"
+            f"| {r['case']}{peak_note} | {r['updates']} | {r['handprop s']:.3f} "
+            f"| {r['loop handprop.nn s']:.3f} | {r['loop torch.nn s']:.3f} "
+            f"| {r['scikit-learn s']:.3f} | {r['/ loop hnn']:.2f} | {r['/ loop torch']:.2f} "
+            f"| {r['/ sklearn']:.2f} | {r['epoch ms']:.2f} | {r['metric']} {scores} |"
         )
+    if start:
+        head += [
+            "",
+            "| start-up (fresh process) | s |",
+            "|---|---:|",
+            *(f"| {k} | {v:.2f} |" for k, v in start.items()),
+            f"| first update − import lightning | {start['first update'] - start['import lightning']:.2f} |",
+        ]
     return "\n".join(head)
 
 

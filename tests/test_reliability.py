@@ -68,6 +68,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> Non
         "gd.batch_size=16",
         "trainer.max_epochs=12",
         "callbacks.early_stopping.patience=100",
+        "callbacks.checkpoint.every_seconds=0",  # last.ckpt at every epoch's end: killable mid-run
         "logger=none",
     ]
     full, killed = tmp_path / "full", tmp_path / "killed"
@@ -190,7 +191,7 @@ def test_sweep_survives_a_bad_value_and_a_divergence(tmp_path: Path) -> None:
 def test_same_seed_same_metrics(args: list[str], tmp_path: Path) -> None:
     from hydra import compose, initialize_config_module
 
-    from handprop.train import train
+    from handprop.run import train
 
     results = []
     for i in range(2):

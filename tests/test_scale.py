@@ -315,8 +315,8 @@ def test_ddp_only_rank_0_writes(ddp_runs):
 
 
 def test_eval_and_predict_work_from_the_ddp_checkpoint(ddp_runs):
+    from handprop.build import build_datamodule
     from handprop.checkpoint import load_module
-    from handprop.train import build_datamodule
 
     run, tmp = ddp_runs["ddp"], ddp_runs["tmp"]
     best = run / "checkpoints" / "best.ckpt"
@@ -325,7 +325,7 @@ def test_eval_and_predict_work_from_the_ddp_checkpoint(ddp_runs):
 
     cfg = OmegaConf.create(model.hparams["config"])
     assert cfg.trainer.strategy == "ddp"  # the checkpoint of a DDP run, used without DDP
-    dm = build_datamodule(cfg, kind=model.task)
+    dm = build_datamodule(cfg, model.task.name)
     rows = dm.indices["test"]
     X, y = dm.table.X[rows], dm.table.y[rows]
     inp = tmp / "in.csv"
@@ -448,7 +448,7 @@ def test_bf16_mixed_training_matches_float32_closely(ddp_runs):
 def test_gpu_holds_data_and_model(tmp_path, trainer):
     from hydra import compose, initialize_config_module
 
-    from handprop.train import prepare
+    from handprop.build import prepare
 
     with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
         cfg = compose(
@@ -628,7 +628,7 @@ def test_lr_scaling_uses_the_global_batch_under_ddp():
     takes gd.batch_size rows, so B = gd.batch_size × processes."""
     from hydra import compose, initialize_config_module
 
-    from handprop.train import build_datamodule, build_model
+    from handprop.build import build_datamodule, build_module, plan
 
     lrs = {}
     for name, extra in (("one", []), ("ddp", ["trainer=ddp", "trainer.devices=2"])):
@@ -637,23 +637,26 @@ def test_lr_scaling_uses_the_global_batch_under_ddp():
                 "train",
                 overrides=["data.n_samples=200", "gd.batch_size=16", "gd.lr_scaling=true", *extra],
             )
-        dm = build_datamodule(cfg, kind="regression")
-        model = build_model(cfg, dm, "regression", None)
+        dm = build_datamodule(cfg, "regression")
+        model = build_module(cfg, dm, plan(cfg, dm, "regression", None))
         lrs[name] = model.configure_optimizers().param_groups[0]["lr"]
     assert lrs["one"] == pytest.approx(0.01 * 16 / 32)
     assert lrs["ddp"] == pytest.approx(0.01 * 32 / 32)
 
 
 def test_evaluation_is_not_sharded(monkeypatch):
-    """Under DDP every rank evaluates every row (no row dropped for equal shards), while
-    training batches are sharded."""
-    from handprop.data import TensorBatches
+    """Under DDP every rank evaluates every row (the model evaluates whole splits from the data
+    module: no row dropped for equal shards), while training batches are sharded."""
+    from handprop.data import TabularDataModule, TensorBatches
+    from handprop.datasets import property_prices
 
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    dm = TabularDataModule(property_prices(40), batch_size=None, val_fraction=0.25)
+    for split in ("val", "test"):
+        x, y = dm.split(split)
+        assert len(x) == len(y) == len(dm.indices[split]) > 2
     X, y = torch.arange(7.0).unsqueeze(1), torch.arange(7.0)
-    evaluation = TensorBatches(X, y, 65536, shuffle=False, shard=False)
-    assert sorted(v for _, yb in evaluation for v in yb.tolist()) == list(range(7))
     training = TensorBatches(X, y, 65536, shuffle=False)
     assert sorted(v for _, yb in training for v in yb.tolist()) == [1, 3, 5]

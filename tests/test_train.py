@@ -1,7 +1,7 @@
 """handprop-train end to end: real (tiny) training runs in temporary directories.
 
 Most runs compose the config in-process (``hydra.compose``) and call
-:func:`handprop.train.train`. The command line is tested through the installed commands in
+:func:`handprop.run.train`. The command line is tested through the installed commands in
 subprocesses (sweeps, eval / predict, ``--help``, a few bad inputs) and, where many cases
 share it, through the console entry points called in-process with their argv (bad inputs).
 """
@@ -25,8 +25,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import handprop.evaluate
 import handprop.predict
 import handprop.train
-from handprop.datasets import DATA_KINDS
-from handprop.train import build_datamodule, build_model, resolve_task, train
+from handprop.build import build_datamodule, build_module, plan, resolve_task
+from handprop.datasets import DATA_TASKS
+from handprop.run import train
 
 # Small and fast: property_prices with 300 rows → 210 training rows, 45 val, 45 test.
 FAST = ("data.n_samples=300", "trainer.max_epochs=2")
@@ -76,9 +77,9 @@ def untrained_train_loss(cfg) -> float:
     import lightning as L
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    task, loss = resolve_task(cfg, DATA_KINDS.get(cfg.data.name, "regression"))
-    dm = build_datamodule(cfg, kind=task)
-    model = build_model(cfg, dm, task, loss).eval()
+    task, loss = resolve_task(cfg)
+    dm = build_datamodule(cfg, task)
+    model = build_module(cfg, dm, plan(cfg, dm, task, loss)).eval()
     return model.evaluate(*dm.split("train"))["loss"]
 
 
@@ -94,11 +95,10 @@ def scalars(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def lr_series(tb_dir: Path) -> list[float]:
-    """The LearningRateMonitor's values (one per epoch, at its start), in step order."""
+    """The logged learning rate (one per epoch, at its start), in step order."""
     s = scalars(tb_dir)
-    tags = [t for t in s if t.startswith("lr-")]
-    assert len(tags) == 1, f"expected one lr-* tag, got {sorted(s)}"
-    return [v for _, v in sorted(s[tags[0]])]
+    assert "lr" in s, f"expected an lr tag, got {sorted(s)}"
+    return [v for _, v in sorted(s["lr"])]
 
 
 def last_ckpt(run_dir: Path) -> dict:
@@ -301,7 +301,7 @@ def test_updates_per_epoch(tmp_path, overrides, n, epochs, per_epoch):
         tmp_path / "run", f"data.n_samples={n}", f"trainer.max_epochs={epochs}", *overrides
     )
     n_train = n_train_rows(n)
-    assert len(build_datamodule(cfg, kind="regression").indices["train"]) == n_train
+    assert len(build_datamodule(cfg, "regression").indices["train"]) == n_train
     assert on_disk["epochs"] == epochs
     assert on_disk["global_step"] == epochs * per_epoch(n_train)
 
@@ -417,7 +417,7 @@ def test_eval_and_predict_reproduce_test_metrics(tmp_path, capfd, overrides, rea
     assert best.is_file()
 
     # The test split's raw rows, as a user's CSV (with an extra column carried through).
-    dm = build_datamodule(cfg, kind=DATA_KINDS[cfg.data.name])
+    dm = build_datamodule(cfg, DATA_TASKS[cfg.data.name])
     rows = dm.indices["test"]
     X, y = dm.table.X[rows], dm.table.y[rows]
     names = dm.table.feature_names
@@ -456,7 +456,7 @@ def test_eval_and_predict_reproduce_test_metrics(tmp_path, capfd, overrides, rea
     pred = read_csv_rows(out)
     assert len(pred) == len(rows)
     assert [p["row_id"] for p in pred] == [f"r{i}" for i in range(len(rows))]
-    if dm.table.kind == "regression":
+    if dm.table.task == "regression":
         col = f"predicted_{dm.table.target_name}"
         yhat = [float(p[col]) for p in pred]
         mse = sum((a - b) ** 2 for a, b in zip(yhat, y, strict=True)) / len(y)
@@ -694,3 +694,256 @@ def test_help_lists_the_config_groups(tmp_path):
     assert set(listed["gd"]) == {"batch", "minibatch", "stochastic"}
     assert {"regression", "binary", "multiclass", "auto"} <= set(listed["task"])
     assert not list(tmp_path.iterdir()), "--help must not create a run directory"
+
+
+# --------------------------------------------------------------------------------------------
+# 11. The training path: one x axis, chunking changes nothing, the promises the README makes
+# --------------------------------------------------------------------------------------------
+def test_every_scalar_is_on_the_update_axis(task_runs):
+    """train/loss every log_every_n_steps updates; epoch, train/epoch_loss, val/* at the updates done when the
+    epoch ended; lr at the updates done when it started; test/* and final/* at the last."""
+    cfg, run_dir, metrics, _ = task_runs["regression"]
+    s = scalars(run_dir / "tb")
+    n = metrics["global_step"]
+    per_epoch = math.ceil(n_train_rows(300) / 32)
+    assert n == metrics["epochs"] * per_epoch
+    every = cfg.trainer.log_every_n_steps
+    assert [step for step, _ in s["train/loss"]] == list(range(0, n, every))
+    ends = [per_epoch * (e + 1) for e in range(metrics["epochs"])]
+    for tag in ("epoch", "train/epoch_loss", "val/loss", "val/r2"):
+        assert [step for step, _ in s[tag]] == ends, tag
+    assert [v for _, v in s["epoch"]] == list(range(metrics["epochs"]))
+    assert [step for step, _ in s["lr"]] == [e - per_epoch for e in ends]
+    for tag in ("test/loss", "final/train/loss", "final/val/r2", "final/test/r2"):
+        assert [step for step, _ in s[tag]] == [n], tag
+    assert s["final/val/r2"][0][1] == pytest.approx(metrics["val/r2"], rel=1e-6)
+
+
+def test_steps_per_call_changes_no_result(tmp_path):
+    """Chunks of updates per Lightning step keep every update's semantics: a step-interval
+    schedule stepped per update, gradient clipping, and an early stop in mid-run give the same
+    metrics.json with one update per Lightning step, with chunks of 5 (an epoch's 7 updates
+    split 5 + 2) and with the default (one chunk per epoch)."""
+    common = (
+        "data.n_samples=300",
+        "trainer.max_epochs=40",
+        "optimizer=sgd",
+        "optimizer.lr=0.3",
+        "scheduler=step",
+        "scheduler.interval=step",
+        "scheduler.fn.step_size=3",
+        "scheduler.fn.gamma=0.97",
+        "trainer.gradient_clip_val=0.5",
+        "callbacks.early_stopping.patience=2",
+        "logger=none",
+    )
+    results = []
+    for k in (1, 5, "auto"):
+        _, _, m = run_train(tmp_path / f"k{k}", *common, f"steps_per_call={k}")
+        m.pop("train_seconds")
+        results.append(m)
+    assert results[0]["epochs"] < 40, "early stopping must fire for this test to mean anything"
+    assert results[0] == results[1] == results[2]
+
+
+def test_recursion_and_autograd_train_alike(tmp_path):
+    """backprop=recursion (MLP.backprop) and backprop=autograd (C.backward() through the
+    Functions) compute the same gradients: the runs agree to float32 rounding."""
+    out = {}
+    for how in ("recursion", "autograd"):
+        _, _, m = run_train(tmp_path / how, *FAST, "trainer.max_epochs=4", f"backprop={how}")
+        out[how] = m
+    for k, v in out["recursion"].items():
+        if "/" in k:
+            assert out["autograd"][k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
+
+
+def test_preprocessing_is_fitted_on_the_training_rows_only(tmp_path):
+    """The validation and test rows of this CSV are 1000x larger than the training rows: a
+    scaler fitted on all rows would have a mean and a spread set by them."""
+    from handprop.data import TabularDataModule
+    from handprop.datasets import read_csv
+
+    rows = [[float(i % 7), float(i % 5), float(i % 3)] for i in range(100)]
+    path = write_csv(tmp_path / "d.csv", ["a", "b", "y"], rows)
+    dm = TabularDataModule(read_csv(str(path), "y", task="regression"), seed=3)
+    dm.table.X[dm.indices["val"]] *= 1000
+    dm.table.X[dm.indices["test"]] *= 1000
+    train_x = dm.table.X[dm.indices["train"]]
+    dm = TabularDataModule(dm.table, seed=3)  # fitted again, now on the planted table
+    assert dm.x_scaler.shift == pytest.approx(train_x.mean(0))
+    assert dm.x_scaler.scale == pytest.approx(train_x.std(0))
+    x, _ = dm.split("train")
+    assert x.mean(0).abs().max() < 1e-5 and (x.std(0, unbiased=False) - 1).abs().max() < 1e-4
+    # and what a trained checkpoint keeps is that same scaler
+    _, _, _ = run_train(tmp_path / "run", *FAST, "trainer.max_epochs=1")
+    ck = last_ckpt(tmp_path / "run")
+    table_dm = build_datamodule(compose_cfg(*FAST), "regression")
+    train_rows = table_dm.table.X[table_dm.indices["train"]]
+    assert ck["state_dict"]["task.x_shift"].numpy() == pytest.approx(train_rows.mean(0), rel=1e-6)
+
+
+def test_metrics_are_those_of_the_best_weights(tmp_path):
+    """With momentum at a rate that overshoots, val/loss wanders; metrics.json must be the
+    evaluation of the best epoch's weights (those in best.ckpt), not of the last ones."""
+    run = tmp_path / "run"
+    _, metrics, _ = run_train(
+        run,
+        "data.n_samples=300",
+        "trainer.max_epochs=25",
+        "optimizer=momentum",
+        "optimizer.lr=0.2",
+        "callbacks.early_stopping.patience=100",
+    )
+    val = [v for _, v in scalars(run / "tb")["val/loss"]]
+    assert min(val) < val[-1], "the last epoch must not be the best for this test to bite"
+    assert metrics["val/loss"] == pytest.approx(min(val), rel=1e-6)
+    cfg = compose_cfg("data.n_samples=300")
+    dm = build_datamodule(cfg, "regression")
+    from handprop.checkpoint import load_module
+
+    best, last = (
+        load_module(run / "checkpoints" / "best.ckpt"),
+        load_module(run / "checkpoints" / "last.ckpt"),
+    )
+    assert best.evaluate(*dm.split("test"))["loss"] == pytest.approx(metrics["test/loss"], rel=1e-6)
+    assert last.evaluate(*dm.split("val"))["loss"] == pytest.approx(val[-1], rel=1e-5)
+    assert last.evaluate(*dm.split("val"))["loss"] != pytest.approx(metrics["val/loss"], rel=1e-3)
+
+
+@pytest.mark.parametrize(("every", "saves"), [(3600, 2), (0, 5)], ids=["interval", "every-epoch"])
+def test_last_checkpoint_after_the_first_epoch_then_on_the_interval(
+    tmp_path, monkeypatch, every, saves
+):
+    """last.ckpt: at the end of the first epoch, then once every_seconds have passed (checked at
+    epoch ends), and when training ends."""
+    from handprop.guards import Checkpoints
+
+    calls = []
+    save = Checkpoints.save
+    monkeypatch.setattr(
+        Checkpoints, "save", lambda self, t, m: calls.append(t.current_epoch) or save(self, t, m)
+    )
+    run_train(
+        tmp_path / "run",
+        *FAST,
+        "trainer.max_epochs=4",
+        f"callbacks.checkpoint.every_seconds={every}",
+    )
+    assert len(calls) == saves, calls
+    assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_callbacks_none_writes_no_checkpoint(tmp_path):
+    run_train(tmp_path / "run", *FAST, "callbacks=none")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_max_steps_counts_updates(tmp_path):
+    _, metrics, _ = run_train(
+        tmp_path / "run", *FAST, "trainer.max_epochs=5", "trainer.max_steps=10"
+    )
+    assert metrics["global_step"] == 10 and metrics["epochs"] == 2
+
+
+def test_progress_lines_without_a_terminal(tmp_path, capsys, monkeypatch):
+    """Without a terminal: plain lines with the epoch, the update count, updates per second,
+    the latest losses and the time left."""
+    import functools
+
+    import handprop.build
+    from handprop.progress import Progress
+
+    monkeypatch.setattr(handprop.build, "Progress", functools.partial(Progress, every_seconds=0))
+    run_train(tmp_path / "run", *FAST, "progress=true", "steps_per_call=2")
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("epoch ")]
+    assert lines, err
+    assert "epoch 2/2" in lines[-1] and "update 14/14" in lines[-1]
+    for word in ("upd/s", "loss", "val_loss", "elapsed", "left"):
+        assert word in lines[-1]
+
+
+def test_tensorboard_hparams_show_every_task_metrics(task_runs, tmp_path):
+    """A real TensorBoard over runs of all three tasks in one log directory: the HParams view
+    lists every task's train, val and test metrics as columns and each run's values, and the
+    scalars come back through its HTTP API."""
+    import re
+    import time
+    import urllib.request
+
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    for task, (_, run_dir, _, _) in task_runs.items():
+        (logdir / task).symlink_to(run_dir / "tb")
+    tb = Path(sys.executable).parent / "tensorboard"
+    proc = subprocess.Popen(
+        [str(tb), "--logdir", str(logdir), "--host", "127.0.0.1", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url, deadline = None, time.time() + 90
+        while url is None and time.time() < deadline:
+            line = proc.stdout.readline()
+            found = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
+            url = found.group(1) if found else None
+        assert url, "TensorBoard did not start"
+
+        def post(route: str, body: dict) -> dict:
+            req = urllib.request.Request(
+                f"{url}/data/plugin/hparams/{route}",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json", "X-TensorBoard-Feature-Flags": "{}"},
+            )
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return json.loads(r.read())
+
+        deadline = time.time() + 60
+        while True:  # TensorBoard loads the event files in the background
+            try:
+                exp = post("experiment", {"experimentName": ""})
+                names = {m["name"]["tag"] for m in exp.get("metricInfos", [])}
+                if all(f"final/test/{m}" in names for t in TASK_METRICS.values() for m in t):
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline, "HParams never listed every task's metrics"
+            time.sleep(0.5)
+        for task, metric_names in TASK_METRICS.items():
+            for split in ("train", "val", "test"):
+                for m in ("loss", *metric_names):
+                    assert f"final/{split}/{m}" in names, (task, split, m)
+        hp_names = {h["name"] for h in exp["hparamInfos"]}
+        assert {"task", "lr", "batch_size", "train_rows", "optimizer"} <= hp_names
+        cols = [{"metric": {"tag": "final/test/loss"}, "order": "ORDER_ASC"}]
+        groups = post(
+            "session_groups",
+            {
+                "experimentName": "",
+                "allowedStatuses": ["STATUS_SUCCESS", "STATUS_UNKNOWN"],
+                "colParams": cols,
+                "startIndex": 0,
+                "sliceSize": 10,
+            },
+        )["sessionGroups"]
+        assert len(groups) == 3
+        for task, (_, _, metrics, _) in task_runs.items():
+            group = next(g for g in groups if g["hparams"]["task"] == task)
+            values = {v["name"]["tag"]: v["value"] for v in group["metricValues"]}
+            for split in ("train", "val", "test"):
+                for m in ("loss", *TASK_METRICS[task]):
+                    want = metrics[f"{split}/{m}"]
+                    assert values[f"final/{split}/{m}"] == pytest.approx(want, rel=1e-5, abs=1e-6)
+        # the scalars plugin serves the same final values
+        key = next(iter(TASK_METRICS["multiclass"]))
+        with urllib.request.urlopen(
+            f"{url}/data/plugin/scalars/scalars?run=multiclass&tag=final/test/{key}", timeout=30
+        ) as r:
+            series = json.loads(r.read())
+        want = task_runs["multiclass"][2][f"test/{key}"]
+        assert series[-1][2] == pytest.approx(want, rel=1e-5)
+    finally:
+        proc.kill()
+        proc.wait()

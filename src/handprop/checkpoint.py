@@ -1,4 +1,4 @@
-"""Loading a handprop checkpoint for evaluation or prediction, safely.
+"""Loading a handprop checkpoint for evaluation, prediction or resuming, safely.
 
 ``torch.load(weights_only=True)`` unpickles only tensors and plain containers, so a planted
 checkpoint cannot run code; anything that is not a handprop checkpoint is refused in one line.
@@ -10,17 +10,19 @@ import pickle
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from handprop.cli import ConfigError
 from handprop.model import HandpropModule
 
-REQUIRED = ("task", "in_features", "out_features", "hidden", "config")
+#: The hyper-parameters HandpropModule needs to rebuild itself.
+REQUIRED = ("network", "task", "config")
 
 
-def load_module(path: str | Path) -> HandpropModule:
-    """The trained :class:`HandpropModule` in a checkpoint, in eval mode on the CPU."""
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents, checked to be a handprop checkpoint of plain data."""
     p = Path(str(path)).expanduser()
     if not p.is_file():
         raise ConfigError(f"ckpt_path: no checkpoint file at {p}")
@@ -42,6 +44,12 @@ def load_module(path: str | Path) -> HandpropModule:
         raise ConfigError(
             f"ckpt_path: {p} is not a handprop checkpoint (no handprop hyper-parameters)"
         )
-    model = HandpropModule(**hp)
+    return ckpt
+
+
+def load_module(path: str | Path) -> HandpropModule:
+    """The trained :class:`HandpropModule` in a checkpoint, in eval mode on the CPU."""
+    ckpt = read_checkpoint(path)
+    model = HandpropModule(**ckpt["hyper_parameters"])
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()

@@ -25,7 +25,7 @@ __all__ = [
     "read_csv",
 ]
 
-KINDS = ("regression", "binary", "multiclass")
+TASKS = ("regression", "binary", "multiclass")
 
 
 class DataError(UserError, ValueError):
@@ -41,7 +41,7 @@ class Table:
     y: np.ndarray
     feature_names: list[str]
     target_name: str
-    kind: str
+    task: str
     class_names: list[str] = field(default_factory=list)
 
     @property
@@ -138,16 +138,16 @@ _SKLEARN = {
 def _sklearn(name: str) -> Table:
     import sklearn.datasets as skd
 
-    loader, kind = _SKLEARN[name]
+    loader, task = _SKLEARN[name]
     bunch = getattr(skd, loader)()
     names = [str(f) for f in getattr(bunch, "feature_names", [])] or [
         f"x{i}" for i in range(bunch.data.shape[1])
     ]
     X = np.asarray(bunch.data, dtype=np.float64)
-    if kind == "regression":
-        return Table(X, np.asarray(bunch.target, np.float64), names, "target", kind)
+    if task == "regression":
+        return Table(X, np.asarray(bunch.target, np.float64), names, "target", task)
     classes = [str(c) for c in getattr(bunch, "target_names", np.unique(bunch.target))]
-    return Table(X, np.asarray(bunch.target, np.int64), names, "target", kind, classes)
+    return Table(X, np.asarray(bunch.target, np.int64), names, "target", task, classes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,10 +210,10 @@ def read_csv(
     path: str | Path,
     target: str | None,
     features: list[str] | None = None,
-    kind: str | None = None,
+    task: str | None = None,
 ) -> Table:
     """Read a CSV with a header row. ``target`` names the column to predict; ``features``
-    default to every other column. ``kind`` (regression / binary / multiclass) says how to read
+    default to every other column. ``task`` (regression / binary / multiclass) says how to read
     the target: class labels must be integers (they are mapped to 0…K−1 in sorted order).
 
     Every problem stops with one :class:`DataError` line naming the file, column or row.
@@ -233,12 +233,12 @@ def read_csv(
         raise DataError(f"{p}: no feature columns besides the target {target!r}")
     values = _numbers(p, header, body, [*features, target])
     X, y = values[:, :-1], values[:, -1]
-    kind = kind or "regression"
-    if kind not in KINDS:
-        raise DataError(f"task {kind!r} is not one of {KINDS}")
-    if kind == "regression":
-        return Table(X, y, features, target, kind)
-    return _classify(X, y, features, target, kind, str(p))
+    task = task or "regression"
+    if task not in TASKS:
+        raise DataError(f"task {task!r} is not one of {TASKS}")
+    if task == "regression":
+        return Table(X, y, features, target, task)
+    return _classify(X, y, features, target, task, str(p))
 
 
 def read_features(
@@ -257,37 +257,37 @@ def read_features(
 
 
 def _classify(
-    X: np.ndarray, y: np.ndarray, features: list[str], target: str, kind: str, where: str
+    X: np.ndarray, y: np.ndarray, features: list[str], target: str, task: str, where: str
 ) -> Table:
     bad = np.flatnonzero(y != np.round(y))
     if bad.size:
         raise DataError(
-            f"{where}: target {target!r} must hold integer class labels for task={kind}; "
+            f"{where}: target {target!r} must hold integer class labels for task={task}; "
             f"row {bad[0] + 2} has {y[bad[0]]:g}"
         )
     labels = np.unique(y).astype(np.int64)
     if labels.size < 2:
         raise DataError(
             f"{where}: target {target!r} has a single class ({labels[0]}); "
-            f"task={kind} needs at least two"
+            f"task={task} needs at least two"
         )
-    if kind == "binary" and labels.size != 2:
+    if task == "binary" and labels.size != 2:
         raise DataError(
             f"{where}: task=binary needs exactly two classes in {target!r}, found "
             f"{labels.size} ({labels[:10].tolist()}); use task=multiclass"
         )
     index = np.searchsorted(labels, y.astype(np.int64))
-    return Table(X, index.astype(np.int64), features, target, kind, [str(c) for c in labels])
+    return Table(X, index.astype(np.int64), features, target, task, [str(c) for c in labels])
 
 
 DATASETS = ("property_prices", "students", "blobs", *_SKLEARN, "csv")
 
-#: The kind of each bundled data set (a CSV's kind is the task the user names).
-DATA_KINDS: dict[str, str] = {
+#: The task of each bundled data set (a CSV's task is the task the user names).
+DATA_TASKS: dict[str, str] = {
     "property_prices": "regression",
     "students": "regression",
     "blobs": "multiclass",
-    **{name: kind for name, (_, kind) in _SKLEARN.items()},
+    **{name: task for name, (_, task) in _SKLEARN.items()},
 }
 
 
@@ -300,7 +300,7 @@ def load_table(
     path: str | None = None,
     target: str | None = None,
     features: list[str] | None = None,
-    kind: str | None = None,
+    task: str | None = None,
     n_features: int | None = None,
     n_classes: int | None = None,
 ) -> Table:
@@ -314,5 +314,5 @@ def load_table(
     if name in _SKLEARN:
         return _sklearn(name)
     if name == "csv":
-        return read_csv(path or "", target, features, kind)
+        return read_csv(path or "", target, features, task)
     raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")

@@ -26,13 +26,13 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None) -> 
     ``eval_metrics.json`` in the checkpoint's run directory) and returned."""
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split={split} is not one of train, val, test")
+    from handprop.build import build_datamodule
     from handprop.checkpoint import load_module
-    from handprop.train import build_datamodule
 
     model = load_module(ckpt_path)
     cfg = OmegaConf.create(model.hparams["config"])
-    dm = build_datamodule(cfg, kind=model.task)
-    if dm.indices[split].size == 0:
+    dm = build_datamodule(cfg, model.task.name)
+    if not dm.has(split):
         raise ConfigError(f"split={split} has no rows in this run (fraction 0)")
     x, y = dm.split(split)
     values = model.evaluate(x, y)

@@ -8,13 +8,13 @@ handprop Function with a hand-written backward.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from handprop import functional as F
-from handprop.functional.base import _check_reduction, _legacy_reduction
+from handprop.functional.base import _check_reduction, _count, _legacy_reduction
 
 __all__ = [
     "Linear",
@@ -32,6 +32,7 @@ __all__ = [
     "MLP",
     "ACTIVATIONS",
     "INITS",
+    "ACTIVATION_RULES",
     "init_linear_",
     "TWINS",
     "to_handprop",
@@ -199,11 +200,28 @@ class _WeightedLoss(_Loss):
         self.register_buffer("weight", weight)
 
 
+def _plain_only(cost: nn.Module, **settings: bool) -> None:
+    """The δ recursion (:meth:`MLP.backprop`) starts from the plain cost: refuse the settings
+    it does not apply (autograd through the Functions, ``loss.backward()``, applies them)."""
+    used = [name for name, on in settings.items() if on]
+    if used:
+        raise ValueError(
+            f"MLP.backprop starts from the plain {type(cost).__name__}; "
+            f"{', '.join(used)} set: use loss.backward() instead"
+        )
+
+
 class MSELoss(_Loss):
     """``(ŷ − y)²``, reduced by ``reduction``; input and target the same shape."""
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.mse_loss(input, target, reduction=self.reduction)
+
+    def value_and_delta(self, input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """``C`` and ``∂C/∂ŷ = 2 (ŷ − y) / n`` without autograd: where :meth:`MLP.backprop`
+        starts the δ recursion."""
+        fn, n = F.SquaredErrorFunction, _count(input.shape, self.reduction)
+        return fn.forward(input, target, self.reduction, 1.0), fn.derivative(input, target, 1.0, n)
 
 
 class QuadraticCost(_Loss):
@@ -214,6 +232,12 @@ class QuadraticCost(_Loss):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.quadratic_cost(input, target, self.reduction)
+
+    def value_and_delta(self, input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """``C`` and ``∂C/∂ŷ = (ŷ − y) / n`` without autograd: where :meth:`MLP.backprop`
+        starts the δ recursion."""
+        fn, n = F.SquaredErrorFunction, _count(input.shape, self.reduction)
+        return fn.forward(input, target, self.reduction, 0.5), fn.derivative(input, target, 0.5, n)
 
 
 class BCEWithLogitsLoss(_Loss):
@@ -237,6 +261,13 @@ class BCEWithLogitsLoss(_Loss):
         return F.binary_cross_entropy_with_logits(
             input, target, self.weight, reduction=self.reduction, pos_weight=self.pos_weight
         )
+
+    def value_and_delta(self, input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """``C`` and ``∂C/∂z = (σ(z) − y) / n`` without autograd: where :meth:`MLP.backprop`
+        starts the δ recursion."""
+        _plain_only(self, weight=self.weight is not None, pos_weight=self.pos_weight is not None)
+        fn, n = F.BCEWithLogitsFunction, _count(input.shape, self.reduction)
+        return fn.forward(input, target, self.reduction), fn.derivative(input, target).div_(n)
 
 
 class CrossEntropyLoss(_WeightedLoss):
@@ -264,6 +295,19 @@ class CrossEntropyLoss(_WeightedLoss):
             reduction=self.reduction,
             label_smoothing=self.label_smoothing,
         )
+
+    def value_and_delta(self, input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """``C`` and ``∂C/∂z = (softmax(z) − p) / N`` without autograd: where
+        :meth:`MLP.backprop` starts the δ recursion."""
+        _plain_only(
+            self,
+            weight=self.weight is not None,
+            ignore_index=self.ignore_index >= 0,
+            label_smoothing=self.label_smoothing != 0,
+        )
+        fn, cdim = F.CrossEntropyFunction, 0 if input.dim() == 1 else 1
+        n = _count(input.shape[:cdim] + input.shape[cdim + 1 :], self.reduction)
+        return fn.forward(input, target, self.reduction), fn.derivative(input, target).div_(n)
 
 
 class NLLLoss(_WeightedLoss):
@@ -295,6 +339,21 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": Tanh,
     "relu": ReLU,
     "leaky_relu": LeakyReLU,
+}
+
+#: The δ recursion's view of each activation, as scikit-learn's ``ACTIVATIONS`` and
+#: ``DERIVATIVES``: ``σ(z)`` and ``σ'(z)`` (from ``z`` and ``a = σ(z)``), both the Functions' own
+#: forward and derivative rule, with the modules' default arguments (as :class:`MLP` builds them).
+ACTIVATION_RULES: dict[
+    str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor], Tensor]]
+] = {
+    "sigmoid": (F.SigmoidFunction.forward, lambda z, a: F.SigmoidFunction.derivative(a)),
+    "tanh": (F.TanhFunction.forward, lambda z, a: F.TanhFunction.derivative(a)),
+    "relu": (F.ReLUFunction.forward, lambda z, a: F.ReLUFunction.derivative(a)),
+    "leaky_relu": (
+        lambda z: F.LeakyReLUFunction.forward(z, 0.01),
+        lambda z, a: F.LeakyReLUFunction.derivative(z, 0.01),
+    ),
 }
 
 #: Initialisation schemes by name (aliases map to the same scheme).
@@ -391,6 +450,68 @@ class MLP(nn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         return self.layers(input)
+
+    def backprop(self, input: Tensor, target: Tensor, cost: nn.Module) -> Tensor:
+        r"""One forward and one backward pass by the notes' δ recursion, without autograd.
+
+        Forward, keeping what the backward needs (``a₀ = x``; the output layer is linear)::
+
+            z_l = a_{l−1} W_lᵀ + b_l        a_l = σ(z_l)
+
+        Backward, from the cost's derivative ``δ_L = ∂C/∂z_L`` down to the first layer::
+
+            ∂C/∂W_l = δ_lᵀ a_{l−1}          ∂C/∂b_l = Σₙ δ_l
+            δ_{l−1} = (δ_l W_l) ⊙ σ'(z_{l−1})
+
+        The same arithmetic as ``cost(self(input), target).backward()`` through the
+        Functions (their forward and their derivative rules are what it calls; the tests
+        check the gradients agree), minus autograd's bookkeeping: on small networks that
+        bookkeeping costs more than the arithmetic.
+
+        Args:
+            input: (N, in_features) inputs ``x``.
+            target: what ``cost`` compares the output with.
+            cost: a handprop loss module; ``cost.value_and_delta(z, y)`` gives ``C`` and
+                ``∂C/∂z``, as each cost pairs its ``fn`` with its ``delta`` in Nielsen's
+                ``network.py``.
+
+        Returns:
+            ``C`` (a 0-dim tensor, not part of any graph). Every parameter's ``.grad`` is
+            overwritten with ``∂C/∂parameter`` (not accumulated).
+
+        Examples::
+
+            >>> net, cost = MLP(4, [5], 1), MSELoss()
+            >>> C = net.backprop(torch.randn(32, 4), torch.randn(32, 1), cost)
+            >>> net.layers[0].weight.grad.shape
+            torch.Size([5, 4])
+        """
+        sigma, sigma_prime = ACTIVATION_RULES[self.activation]
+        linears = self.linears
+        with torch.no_grad():
+            zs, activations = [], [input]
+            for layer in linears[:-1]:
+                zs.append(F.LinearFunction.forward(activations[-1], layer.weight, layer.bias))
+                activations.append(sigma(zs[-1]))
+            out = linears[-1]
+            z = F.LinearFunction.forward(activations[-1], out.weight, out.bias)
+            C, delta = cost.value_and_delta(z, target)  # δ_L = ∂C/∂z_L
+            for l in range(len(linears) - 1, -1, -1):
+                layer = linears[l]
+                # written into the existing .grad tensors: no new tensor per step
+                torch.mm(delta.t(), activations[l], out=_grad(layer.weight))  # δᵀ a
+                if layer.bias is not None:
+                    torch.sum(delta, 0, out=_grad(layer.bias))  # Σₙ δ
+                if l:
+                    delta = delta.mm(layer.weight).mul_(sigma_prime(zs[l - 1], activations[l]))
+        return C
+
+
+def _grad(p: Tensor) -> Tensor:
+    """``p.grad``, allocated the first time (and after ``zero_grad(set_to_none=True)``)."""
+    if p.grad is None:
+        p.grad = torch.empty_like(p)
+    return p.grad
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,16 +27,16 @@ def predict(ckpt_path: str, input: str, output: str) -> Path:
     from handprop.datasets import read_features
 
     model = load_module(ckpt_path)
-    features = list(model.hparams["feature_names"])
+    features = list(model.columns["features"])
     X, header, body = read_features(input, features)
     with torch.no_grad():
         yhat = model.predict_raw(torch.as_tensor(X, dtype=torch.float32))
-    if model.task == "regression":
-        extra = [f"predicted_{model.hparams['target_name']}"]
+    if model.task.name == "regression":
+        extra = [f"predicted_{model.columns['target']}"]
         cols = [[f"{v:.6g}"] for v in yhat.squeeze(-1).tolist()]
     else:
-        classes = list(model.hparams["class_names"])
-        probs = torch.cat([1 - yhat, yhat], dim=-1) if model.task == "binary" else yhat
+        classes = list(model.columns["classes"])
+        probs = torch.cat([1 - yhat, yhat], dim=-1) if model.task.name == "binary" else yhat
         extra = ["predicted_class", *(f"prob_{c}" for c in classes)]
         cols = [[classes[int(torch.argmax(p))], *(f"{v:.6g}" for v in p.tolist())] for p in probs]
     out = Path(output)

@@ -16,9 +16,6 @@ from omegaconf import DictConfig
 
 from handprop.cli import write_json_atomic
 
-#: Set when the last sweep in this process had a failed job (the command then exits 1).
-FAILED_JOBS: list[str] = []
-
 
 def summarize(sweep_dir: Path) -> dict[str, Any]:
     """Collect ``metrics.json`` / ``error.json`` of every job directory under ``sweep_dir``."""
@@ -60,7 +57,7 @@ class SweepSummary(Callback):
             return
         summary = summarize(sweep_dir)
         write_json_atomic(sweep_dir / "summary.json", summary)
-        FAILED_JOBS.clear()
+        failed = 0
         print(f"\nsweep summary ({sweep_dir}/summary.json):")
         for job in summary["jobs"]:
             what = " ".join(job["overrides"]) or "(defaults)"
@@ -70,6 +67,9 @@ class SweepSummary(Callback):
                 )
                 print(f"  ok      {what}: {ms}")
             else:
-                FAILED_JOBS.append(what)
+                failed += 1
                 print(f"  FAILED  {what}: {job['error']}")
         print(f"tensorboard --logdir {sweep_dir}")
+        if failed:
+            # The sweep ran to its end; its exit status says that jobs failed.
+            raise SystemExit(1)

@@ -166,12 +166,12 @@ def build(cfg: Any, table: Any = None):  # noqa: ANN201
     data set by a :class:`~handprop.datasets.Table` (split and scaled by the same module)."""
     import torch
 
+    from handprop.build import build_datamodule, build_module, plan, steps_per_call
     from handprop.data import TabularDataModule
-    from handprop.train import build_datamodule, build_model
 
     torch.manual_seed(cfg.seed)
     if table is None:
-        dm = build_datamodule(cfg, kind="regression")
+        dm = build_datamodule(cfg, "regression")
     else:
         dm = TabularDataModule(
             table,
@@ -181,9 +181,17 @@ def build(cfg: Any, table: Any = None):  # noqa: ANN201
             test_fraction=cfg.data.test_fraction,
             shuffle=cfg.gd.shuffle,
             seed=cfg.seed,
+            steps_per_call=steps_per_call(cfg),
         )
-    model = build_model(cfg, dm, "regression", cfg.task.loss)
+    model = build_module(cfg, dm, plan(cfg, dm, "regression", cfg.task.loss))
     return dm, model
+
+
+def loss_function(model: Any) -> Any:
+    """The model's cost as a functional (``fn(ŷ, y, reduction=...)``), for per-row costs."""
+    from handprop import functional as F
+
+    return {"mse": F.mse_loss, "quadratic": F.quadratic_cost}[model.task.cost_name]
 
 
 @contextmanager
@@ -305,7 +313,7 @@ def run_config(
     has_val = bool(dm.indices["val"].size)
     h = fit(
         model.net,
-        model.loss_fn,
+        loss_function(model),
         opt,
         tuple(map(cast, dm.split("train"))),
         epochs or int(cfg.trainer.max_epochs),

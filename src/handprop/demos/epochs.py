@@ -18,7 +18,16 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from handprop.demos._common import COLORS, Report, build, compose, figure, plain_log, threads
+from handprop.demos._common import (
+    COLORS,
+    Report,
+    build,
+    compose,
+    figure,
+    loss_function,
+    plain_log,
+    threads,
+)
 
 SUMMARY = (
     "One epoch = every row once, through the same weights; with batch gradient descent the "
@@ -28,9 +37,9 @@ SUMMARY = (
 
 
 def _trainer_costs(cfg) -> dict[int, float]:  # noqa: ANN001
-    """Run ``handprop.train.train`` on ``cfg`` in a scratch directory and return its
+    """Run ``handprop.run.train`` on ``cfg`` in a scratch directory and return its
     ``train/epoch_loss`` per epoch from the CSV logger."""
-    from handprop.train import train
+    from handprop.run import train
 
     with tempfile.TemporaryDirectory(prefix="handprop-demo-") as tmp:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -63,7 +72,7 @@ def run(out: Path, quick: bool = False, trainer: bool = True) -> dict:
     # ---- the loop, row by row ------------------------------------------------------------------
     with threads(1):
         dm, model = build(cfg)
-        net, loss_fn = model.net, model.loss_fn  # MLP(3, [3], 1); the notes' ½(y − ŷ)²
+        net, loss_fn = model.net, loss_function(model)  # MLP(3, [3], 1); the notes' ½(y − ŷ)²
         opt = model.optimizer_fn(net.parameters())
         X, y = dm.split("train")  # all 8 students (no validation split for 8 rows)
         per_row, cost, yhat = [], [], []

@@ -20,6 +20,7 @@ from handprop.demos._common import (
     fit,
     integer_ticks,
     legend_in_order,
+    loss_function,
     plain_log,
     threads,
 )
@@ -79,7 +80,7 @@ def run(out: Path, quick: bool = False, lr: float = 0.2) -> dict:
                 f"data.n_samples={300 if quick else 600}",
             )
             full = property_prices(cfg.data.n_samples, cfg.data.noise, cfg.seed)
-            area = Table(full.X[:, :1], full.y, full.feature_names[:1], full.target_name, full.kind)
+            area = Table(full.X[:, :1], full.y, full.feature_names[:1], full.target_name, full.task)
             dm, model = build(cfg, area)
             lin = model.net.linears[0]
             with torch.no_grad():
@@ -88,7 +89,7 @@ def run(out: Path, quick: bool = False, lr: float = 0.2) -> dict:
             opt = model.optimizer_fn(model.net.parameters())
             runs[mode] = fit(
                 model.net,
-                model.loss_fn,
+                loss_function(model),
                 opt,
                 dm.split("train"),
                 epochs,
@@ -106,7 +107,7 @@ def run(out: Path, quick: bool = False, lr: float = 0.2) -> dict:
     ends = np.concatenate([runs[m].step_params[-1][None] for m in MODES])
     w_rng = (min(start[0], ends[:, 0].min()) - 0.6, max(start[0], ends[:, 0].max()) + 0.8)
     b_rng = (min(start[1], ends[:, 1].min()) - 0.6, max(start[1], ends[:, 1].max()) + 0.6)
-    ws, bs, C = cost_surface(X, y, model.loss_fn, w_rng, b_rng)
+    ws, bs, C = cost_surface(X, y, loss_function(model), w_rng, b_rng)
     i, j = np.unravel_index(C.argmin(), C.shape)
 
     t = rep.table(
@@ -155,7 +156,7 @@ def run(out: Path, quick: bool = False, lr: float = 0.2) -> dict:
     # ---- figure --------------------------------------------------------------------------------
     fig, axes = figure(12, 4, 1, 3, width_ratios=[1, 1, 1.15])
     w0, b0 = torch.tensor([[start[0]]]), torch.tensor([start[1]])
-    c0 = float(model.loss_fn(F.linear(X, w0, b0), y))
+    c0 = float(loss_function(model)(F.linear(X, w0, b0), y))
     ax = axes[0]
     for k, mode in reversed(list(enumerate(MODES))):
         h = runs[mode]

@@ -257,9 +257,13 @@ class NLLLossFunction(HandFunction):
 
     @staticmethod
     def derivative(
-        input: Tensor, target: Tensor, weight: Tensor | None = None, ignore_index: int = -100
+        input: Tensor,
+        target: Tensor,
+        weight: Tensor | None = None,
+        ignore_index: int | None = None,
     ) -> Tensor:
-        """``∂Cₙ/∂ℓₙ = −w_{yₙ} onehot(yₙ)`` per sample, zero where ``yₙ = ignore_index``."""
+        """``∂Cₙ/∂ℓₙ = −w_{yₙ} onehot(yₙ)`` per sample, zero where ``yₙ = ignore_index``
+        (None: every sample counts)."""
         return -_target_weights(input, target, weight, ignore_index)
 
     @staticmethod
@@ -364,11 +368,12 @@ class CrossEntropyFunction(HandFunction):
         input: Tensor,
         target: Tensor,
         weight: Tensor | None = None,
-        ignore_index: int = -100,
+        ignore_index: int | None = None,
         label_smoothing: float = 0.0,
     ) -> Tensor:
         """``∂Cₙ/∂zₙ = softmax(zₙ) Σ_c P_c − P`` per sample (``P``: the weighted target
-        distribution; ``softmax(z) − onehot(y)`` in the plain case).
+        distribution; ``softmax(z) − onehot(y)`` in the plain case, where each row of ``P``
+        sums to 1). ``ignore_index``: the samples to leave out (None: every sample counts).
 
         softmax(z) goes through handprop's Function while a graph is being built (double
         backward then runs its hand-written backward too), else straight through its forward.
@@ -380,6 +385,8 @@ class CrossEntropyFunction(HandFunction):
             else SoftmaxFunction.forward(input, cdim)
         )
         P = _target_weights(input, target, weight, ignore_index, label_smoothing)
+        if weight is None and ignore_index is None and not target.is_floating_point():
+            return a - P
         return a * P.sum(cdim, keepdim=True) - P
 
     @staticmethod
@@ -482,22 +489,27 @@ def _target_weights(
     input: Tensor,
     target: Tensor,
     weight: Tensor | None,
-    ignore_index: int,
+    ignore_index: int | None,
     label_smoothing: float = 0.0,
 ) -> Tensor:
     """``P = w ⊙ q``, input's shape: ``q`` the one-hot of each class index (zero rows for
-    ``ignore_index``) or the given probabilities, smoothed to ``(1 − ε) q + ε / C``."""
+    ``ignore_index``, unless None) or the given probabilities, smoothed to
+    ``(1 − ε) q + ε / C``."""
     cdim = _cdim(input)
     if target.is_floating_point():
         q = target
         if label_smoothing:
             q = (1 - label_smoothing) * q + label_smoothing / input.shape[cdim]
         return q if weight is None else q * _along_cdim(weight, input)
-    keep = target != ignore_index
-    index = torch.where(keep, target, 0).unsqueeze(cdim)
-    kept = keep.unsqueeze(cdim).to(input.dtype)  # 1, or 0 for an ignored sample
-    # out of place: under vmap the targets can be a batch where the logits are not
-    q = torch.zeros_like(input).scatter(cdim, index, kept)
+    # scatter out of place: under vmap the targets can be a batch where the logits are not
+    if ignore_index is None:
+        kept: Tensor | float = 1.0
+        q = torch.zeros_like(input).scatter(cdim, target.unsqueeze(cdim), 1.0)
+    else:
+        keep = target != ignore_index
+        index = torch.where(keep, target, 0).unsqueeze(cdim)
+        kept = keep.unsqueeze(cdim).to(input.dtype)  # 1, or 0 for an ignored sample
+        q = torch.zeros_like(input).scatter(cdim, index, kept)
     if label_smoothing:
         q = (1 - label_smoothing) * q + kept * (label_smoothing / input.shape[cdim])
     return q if weight is None else q * _along_cdim(weight, input)

@@ -1,0 +1,414 @@
+"""From a Hydra config to the objects of a run: data module, model, trainer.
+
+Flow: :func:`check` (every constraint on a setting, declared once in :data:`CHECKS`) →
+:func:`plan` (every value derived from the config, computed once) → :func:`build_datamodule`,
+:func:`build_module`, :func:`build_trainer`. :func:`prepare` does all of it; the run itself
+(fit, evaluate, write) is :func:`handprop.run.train`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import callbacks as cb
+from lightning.pytorch import loggers
+from omegaconf import DictConfig, OmegaConf
+
+from handprop.cli import ConfigError, verbose_errors
+from handprop.data import PREPROCESSING, TabularDataModule
+from handprop.datasets import DATA_TASKS, TASKS, load_table
+from handprop.guards import AtomicCheckpointIO, Checkpoints
+from handprop.model import HandpropModule
+from handprop.nn import ACTIVATIONS, INITS
+from handprop.progress import Progress
+from handprop.task import COSTS, METRICS
+
+# --------------------------------------------------------------------------------------------
+# Every constraint on a setting, declared once (as scikit-learn's _parameter_constraints)
+# --------------------------------------------------------------------------------------------
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integer(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _one_of(options: Any) -> tuple[Callable[[Any], bool], str]:
+    names = list(options)
+    return (lambda v: v in names), f"one of {', '.join(map(str, names))}"
+
+
+POSITIVE = (lambda v: _number(v) and v > 0, "must be a number > 0")
+NON_NEGATIVE = (lambda v: _number(v) and v >= 0, "must be a number >= 0")
+POSITIVE_INT = (lambda v: _integer(v) and v > 0, "a positive integer")
+FRACTION = (lambda v: _number(v) and 0 <= v < 1, "a fraction in [0, 1)")
+
+#: setting → (test, what is allowed). ``None`` values pass for the settings in OPTIONAL.
+CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "optimizer.lr": POSITIVE,
+    "optimizer.weight_decay": NON_NEGATIVE,
+    "optimizer.momentum": (lambda v: _number(v) and 0 <= v < 1, "must be in [0, 1)"),
+    "model.hidden": (
+        lambda v: OmegaConf.is_list(v) and all(_integer(h) and h > 0 for h in v),
+        "must be a list of positive integers, e.g. [5] or [64,64] or []",
+    ),
+    "model.activation": _one_of(ACTIVATIONS),
+    "model.init": _one_of(INITS),
+    "gd.batch_size": (POSITIVE_INT[0], "a positive integer (null = whole training set)"),
+    "gd.base_batch_size": POSITIVE_INT,
+    "data.val_fraction": FRACTION,
+    "data.test_fraction": FRACTION,
+    "data.preprocessing": _one_of(PREPROCESSING),
+    "data.n_samples": POSITIVE_INT,
+    "data.n_features": POSITIVE_INT,
+    "data.n_classes": POSITIVE_INT,
+    "trainer.max_epochs": POSITIVE_INT,
+    "trainer.max_steps": (lambda v: _integer(v) and (v > 0 or v == -1), "-1 or a positive integer"),
+    "trainer.gradient_clip_val": (POSITIVE[0], "null or a number > 0"),
+    "seed": (lambda v: _integer(v) and v >= 0, "a non-negative integer"),
+    "logger.name": _one_of(("tensorboard", "csv", "none")),
+    "steps_per_call": (
+        lambda v: v == "auto" or (_integer(v) and v > 0),
+        "auto or a positive integer",
+    ),
+    "num_threads": (
+        lambda v: v in ("auto", "default") or (_integer(v) and v > 0),
+        "auto, default or a positive integer",
+    ),
+    "backprop": _one_of(("auto", "recursion", "autograd")),
+    "progress": (lambda v: isinstance(v, bool), "true or false"),
+    "callbacks.checkpoint.every_seconds": NON_NEGATIVE,
+    "callbacks.early_stopping.patience": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "task.loss": _one_of(COSTS),
+}
+OPTIONAL = {
+    "optimizer.weight_decay",
+    "optimizer.momentum",
+    "gd.batch_size",
+    "data.n_samples",
+    "data.n_features",
+    "data.n_classes",
+    "trainer.gradient_clip_val",
+    "num_threads",
+    "task.loss",
+}
+
+
+_ABSENT = object()
+
+
+def check(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` (one line, naming the key) for a value training can't use."""
+    for key, (ok, allowed) in CHECKS.items():
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is _ABSENT or (value is None and key in OPTIONAL):
+            continue  # not a setting of this config (momentum with Adam), or an optional null
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
+        raise ConfigError(
+            f"data.test_fraction={cfg.data.test_fraction!r} is invalid: val_fraction + "
+            f"test_fraction must be below 1 (val_fraction={cfg.data.val_fraction})"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Every value derived from the config, computed once
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """What a run derives from its config and data, decided in one place and passed down."""
+
+    task: str  # regression | binary | multiclass
+    cost: str | None  # a key of task.COSTS; None = the task's default
+    batch_size: int  # rows per update on each process (gd.batch_size, else the whole split)
+    global_batch: int  # rows per update over all processes: the linear scaling rule's B
+    lr: float  # optimizer.lr, scaled by B / gd.base_batch_size when gd.lr_scaling
+    monitor: str  # val/loss, or train/epoch_loss when there is no validation split
+    steps_per_call: int  # updates per Lightning step
+    world_size: int  # processes (DDP) taking part in each update
+
+
+#: Updates per Lightning step on the fast path, chosen by measurement (see the README).
+DEFAULT_STEPS_PER_CALL = 64
+
+
+def world_size(cfg: DictConfig) -> int:
+    """Processes that share each update: devices × nodes under a DDP strategy, else 1."""
+    devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1)
+    if "ddp" in str(cfg.trainer.strategy) and isinstance(devices, int):
+        return devices * nodes
+    return 1
+
+
+def resolve_task(cfg: DictConfig) -> tuple[str, str | None]:
+    """The task to train and its cost: the config's, or the data set's own for ``task=auto``."""
+    task, data = cfg.task.name, cfg.data.name
+    if task == "auto":
+        if data == "csv":
+            raise ConfigError(
+                "task=auto needs a known data set; with data=csv set task=regression, binary "
+                "or multiclass"
+            )
+        return DATA_TASKS[data], None
+    if task not in TASKS:
+        raise ConfigError(f"task={task} is not one of {', '.join(TASKS)}")
+    if data != "csv" and task != DATA_TASKS[data]:
+        raise ConfigError(
+            f"task={task} does not fit data={data}, a {DATA_TASKS[data]} data set; use "
+            f"task={DATA_TASKS[data]} (or task=auto)"
+        )
+    return task, cfg.task.loss
+
+
+def steps_per_call(cfg: DictConfig) -> int:
+    """Updates per Lightning step: ``steps_per_call``, where ``auto`` is 64, or 1 where
+    Lightning must see each batch: DDP (its gradient sync runs in each backward) and the debug
+    modes (one batch per step)."""
+    if cfg.steps_per_call != "auto":
+        return int(cfg.steps_per_call)
+    if world_size(cfg) > 1 or cfg.debug.fast_dev_run or cfg.debug.overfit_batches:
+        return 1
+    return DEFAULT_STEPS_PER_CALL
+
+
+def plan(cfg: DictConfig, dm: TabularDataModule, task: str, cost: str | None) -> Plan:
+    world = world_size(cfg)
+    batch = cfg.gd.batch_size or dm.num_train // world
+    lr = float(cfg.optimizer.lr)
+    if cfg.gd.lr_scaling:  # a B-times larger batch takes a B-times larger step
+        lr *= batch * world / cfg.gd.base_batch_size
+    return Plan(
+        task=task,
+        cost=cost,
+        batch_size=batch,
+        global_batch=batch * world,
+        lr=lr,
+        monitor="val/loss" if dm.has("val") else "train/epoch_loss",
+        steps_per_call=dm.steps_per_call,
+        world_size=world,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The pieces
+# --------------------------------------------------------------------------------------------
+def build_datamodule(cfg: DictConfig, task: str) -> TabularDataModule:
+    """The data module of ``cfg.data`` and ``cfg.gd`` (``task`` says how to read a CSV)."""
+    d = cfg.data
+    if d.name == "csv":
+        missing = [f"data.{k}" for k in ("path", "target") if OmegaConf.is_missing(d, k)]
+        if missing:
+            raise ConfigError(
+                f"data=csv needs {' and '.join(missing)} (e.g. data.path=my.csv data.target=price)"
+            )
+    table = load_table(
+        d.name,
+        n_samples=d.get("n_samples"),
+        noise=d.get("noise"),
+        seed=cfg.seed,
+        path=d.get("path"),
+        target=d.get("target"),
+        features=list(d.features) if d.get("features") else None,
+        task=task if d.name == "csv" else None,
+        n_features=d.get("n_features"),
+        n_classes=d.get("n_classes"),
+    )
+    if task == "binary" and table.num_classes != 2:
+        raise ConfigError(
+            f"task=binary needs two classes; data={d.name} has {table.num_classes}: use "
+            "task=multiclass"
+        )
+    return TabularDataModule(
+        table,
+        batch_size=cfg.gd.batch_size,
+        preprocessing=d.preprocessing,
+        val_fraction=d.val_fraction,
+        test_fraction=d.test_fraction,
+        shuffle=cfg.gd.shuffle and not cfg.debug.overfit_batches,
+        seed=cfg.seed,
+        steps_per_call=steps_per_call(cfg),
+    )
+
+
+def build_module(cfg: DictConfig, dm: TabularDataModule, p: Plan) -> HandpropModule:
+    opt_cfg = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    opt_cfg["lr"] = p.lr
+    sched = cfg.scheduler
+    table = dm.table
+    return HandpropModule(
+        network={
+            "name": "mlp",
+            "in_features": dm.in_features,
+            "hidden_features": list(cfg.model.hidden),
+            "out_features": dm.out_features,
+            "activation": cfg.model.activation,
+            "init": cfg.model.init,
+        },
+        task={
+            "name": p.task,
+            "cost": p.cost,
+            "num_classes": table.num_classes,
+            "x_shift": dm.x_scaler.shift.tolist(),
+            "x_scale": dm.x_scaler.scale.tolist(),
+            "y_shift": float(dm.y_scaler.shift[0]),
+            "y_scale": float(dm.y_scaler.scale[0]),
+        },
+        columns={
+            "features": table.feature_names,
+            "target": table.target_name,
+            "classes": table.class_names,
+        },
+        config=OmegaConf.to_container(cfg, resolve=True),
+        optimizer=instantiate(opt_cfg),
+        scheduler=instantiate(sched.fn) if sched.fn is not None else None,
+        scheduler_interval=sched.interval,
+        monitor=p.monitor,
+        gradient_clip_val=cfg.trainer.gradient_clip_val,
+        max_steps=cfg.trainer.max_steps,
+        backprop=cfg.backprop,
+        log_lr=bool(cfg.callbacks.lr_monitor),
+    )
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, p: Plan) -> L.Trainer:
+    callbacks: list[L.Callback] = []
+    ck, es = cfg.callbacks.checkpoint, cfg.callbacks.early_stopping
+    if ck.enabled:
+        callbacks.append(Checkpoints(run_dir / "checkpoints", p.monitor, ck.every_seconds))
+    if es.enabled:
+        # Checked at the end of each training epoch: the module validates there.
+        callbacks.append(
+            cb.EarlyStopping(p.monitor, patience=es.patience, check_on_train_epoch_end=True)
+        )
+    if cfg.progress:
+        callbacks.append(Progress())
+    logger: Any = False
+    if cfg.logger.name == "tensorboard":
+        # max_queue: events wait in memory instead of blocking every 10th call on the writer
+        logger = loggers.TensorBoardLogger(
+            save_dir=str(run_dir), name="tb", version="", default_hp_metric=False, max_queue=1000
+        )
+    elif cfg.logger.name == "csv":
+        logger = loggers.CSVLogger(save_dir=str(run_dir), name="csv", version="")
+    t = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in ("gradient_clip_val", "max_steps"):
+        t.pop(key)  # applied by the module, which runs the updates
+    if str(t.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={t['accelerator']} needs a CUDA GPU and none is visible; "
+            "use trainer=cpu, or trainer.accelerator=auto to take a GPU when there is one"
+        )
+    try:
+        return L.Trainer(
+            **t,
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=str(run_dir),
+            logger=logger,
+            callbacks=callbacks,
+            enable_checkpointing=bool(ck.enabled),
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,  # the module validates the whole split at each epoch's end
+            fast_dev_run=cfg.debug.fast_dev_run,
+            overfit_batches=cfg.debug.overfit_batches,
+        )
+    except (MisconfigurationException, ValueError, TypeError) as e:
+        # Lightning's own check of a trainer.* value (precision, devices, strategy, …).
+        raise ConfigError(f"trainer: {' '.join(str(e).split())}") from None
+
+
+def set_threads(num_threads: int | str | None, batch_size: int, net: torch.nn.Module) -> None:
+    """``auto``: one intra-op thread for small networks. Their matrix products take
+    microseconds, and waking a second OpenMP thread (which then competes with the logger's
+    writer thread on a 2-core machine) costs more than it saves. Larger products keep
+    torch's default thread count."""
+    if num_threads in (None, "default"):
+        return
+    if num_threads == "auto":
+        if batch_size * sum(p.numel() for p in net.parameters()) < 5_000_000:
+            torch.set_num_threads(1)
+        return
+    torch.set_num_threads(int(num_threads))
+
+
+def hparams_summary(cfg: DictConfig, p: Plan, num_train: int) -> dict[str, Any]:
+    """The run's settings as flat scalars, for TensorBoard's HParams view."""
+    opt = cfg.optimizer
+    return {
+        "task": p.task,
+        "data": cfg.data.name,
+        "hidden": str(list(cfg.model.hidden)),
+        "activation": cfg.model.activation,
+        "init": cfg.model.init,
+        "optimizer": str(opt._target_).rsplit(".", 1)[-1]
+        + ("+momentum" if opt.get("momentum") else ""),
+        "lr": p.lr,
+        "weight_decay": float(opt.get("weight_decay") or 0.0),
+        "scheduler": cfg.scheduler.name,
+        "gd": cfg.gd.mode,
+        "batch_size": p.global_batch,  # rows per update; batch descent: the training rows
+        "train_rows": num_train,
+        "max_epochs": int(cfg.trainer.max_epochs),
+        "seed": int(cfg.seed),
+    }
+
+
+def allowed_metrics(task: str) -> list[str]:
+    return [f"{s}/{m}" for s in ("train", "val", "test") for m in ("loss", *METRICS[task])]
+
+
+class Run(NamedTuple):
+    """The built pieces of one training run."""
+
+    datamodule: TabularDataModule
+    module: HandpropModule
+    trainer: L.Trainer
+    plan: Plan
+
+
+def quiet_lightning(verbose: bool) -> None:
+    """Lightning's banner lines (GPU available, tips) and known deprecation noise off,
+    unless ``verbose``; its warnings still show."""
+    if verbose:
+        return
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # counts Lightning steps (chunks); handprop logs train/loss by update count itself
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+
+
+def prepare(cfg: DictConfig, run_dir: Path) -> Run:
+    """Check the config and build everything a run needs before ``fit`` (the benchmark times
+    ``fit`` alone on exactly these objects)."""
+    check(cfg)
+    quiet_lightning(verbose_errors(cfg))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    task, cost = resolve_task(cfg)
+    target = cfg.get("optimized_metric")
+    if target and target not in allowed_metrics(task):
+        raise ConfigError(
+            f"optimized_metric={target} is not a metric of task={task}; choose one of "
+            f"{', '.join(allowed_metrics(task))}"
+        )
+    dm = build_datamodule(cfg, task)
+    p = plan(cfg, dm, task, cost)
+    module = build_module(cfg, dm, p)
+    set_threads(cfg.num_threads, p.batch_size, module.net)
+    trainer = build_trainer(cfg, run_dir, p)
+    return Run(dm, module, trainer, p)

@@ -1,0 +1,106 @@
+"""One training run: build, fit, evaluate the split metrics, write ``metrics.json``.
+
+``metrics.json`` appears only when the run has finished, so a run directory says whether its
+run did. The metrics are those of the best weights (by ``val/loss``) unless
+``callbacks.checkpoint.restore_best=false``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig
+from torch.utils.tensorboard.summary import hparams
+
+from handprop.build import hparams_summary, prepare
+from handprop.checkpoint import read_checkpoint
+from handprop.cli import format_table, write_json_atomic
+from handprop.guards import Checkpoints, Diverged
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    """Train, evaluate and write ``metrics.json`` into ``run_dir``; return the metrics."""
+    t0 = time.perf_counter()
+    run = prepare(cfg, run_dir)
+    dm, module, trainer = run.datamodule, run.module, run.trainer
+    ckpt_path = cfg.ckpt_path
+    if ckpt_path == "last":
+        ckpt_path = str(run_dir / "checkpoints" / "last.ckpt")
+    if ckpt_path is not None:
+        read_checkpoint(ckpt_path)  # a missing, foreign or unsafe file: one line, before fit
+    if trainer.is_global_zero:  # under DDP the other ranks write nothing here
+        for stale in ("metrics.json", "error.json"):
+            (run_dir / stale).unlink(missing_ok=True)
+    checkpoints = next((c for c in trainer.callbacks if isinstance(c, Checkpoints)), None)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    except Diverged as e:
+        last = checkpoints.last_path if checkpoints else None
+        kept = (
+            f" The last good checkpoint: {last}"
+            if last and last.is_file()
+            else " No checkpoint was saved before it."
+        )
+        raise Diverged(e.step, e.loss, e.last_finite, e.lr, kept) from None
+
+    if cfg.callbacks.checkpoint.restore_best and checkpoints:
+        checkpoints.restore_best(module)
+    module.eval()
+    rows = {s: module.evaluate(*dm.split(s)) for s in ("train", "val", "test") if dm.has(s)}
+    metrics: dict[str, float] = {f"{s}/{k}": v for s, r in rows.items() for k, v in r.items()}
+    metrics["epochs"] = trainer.current_epoch
+    metrics["global_step"] = module.updates
+    metrics["train_seconds"] = round(time.perf_counter() - t0, 3)
+    if not trainer.is_global_zero:
+        return metrics  # under DDP only rank 0 writes logs, checkpoints and metrics.json
+    final = {k: v for k, v in metrics.items() if "/" in k}
+    module.log_scalars({k: v for k, v in final.items() if k.startswith("test/")})
+    log_hparams(trainer, hparams_summary(cfg, run.plan, dm.num_train), final, module.updates)
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    report(cfg, run, rows, run_dir, checkpoints)
+    return metrics
+
+
+def log_hparams(trainer, params: dict, final: dict[str, float], step: int) -> None:  # noqa: ANN001
+    """The run's settings and final metrics in TensorBoard's HParams view.
+
+    Only the session summaries are written, no experiment summary: TensorBoard takes the
+    columns of a log directory from one run's experiment summary when there is one (so runs
+    of other tasks lose theirs), and otherwise from the scalars of every run. The final
+    metrics (``metrics.json``'s) are scalars ``final/<split>/<metric>``.
+    """
+    for logger in trainer.loggers:
+        if not isinstance(logger, TensorBoardLogger):
+            continue
+        logger.log_hyperparams(params)  # hparams.yaml
+        writer = logger.experiment
+        for k, v in final.items():
+            writer.add_scalar(f"final/{k}", v, step)
+        _, session_start, session_end = hparams(params, {})
+        for summary in (session_start, session_end):
+            writer.file_writer.add_summary(summary)
+        writer.flush()
+
+
+def report(cfg, run, rows, run_dir: Path, checkpoints) -> None:  # noqa: ANN001
+    """The end-of-run summary on stdout: the metrics, and the commands that use the run."""
+    net, trainer = run.module.net, run.trainer
+    sizes = [net.in_features, *net.hidden_features, net.out_features]
+    print(
+        f"\nhandprop: {run.plan.task} on {cfg.data.name}, MLP {'-'.join(map(str, sizes))}, "
+        f"{trainer.current_epoch} epochs, {run.module.updates} updates"
+    )
+    print(format_table(rows))
+    print(f"\nrun directory: {run_dir}")
+    if trainer.logger:
+        print(f"tensorboard:   tensorboard --logdir {run_dir}")
+    if checkpoints and checkpoints.best_path.is_file():
+        best = checkpoints.best_path
+        features = ",".join(run.module.columns["features"])
+        print(
+            f"predict:       handprop-predict ckpt_path={best} input=your.csv output=predictions.csv"
+        )
+        print(f"               (your.csv: a header row with the columns {features})")
+        print(f"evaluate:      handprop-eval ckpt_path={best}")
