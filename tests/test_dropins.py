@@ -508,3 +508,22 @@ def test_mlp_to_torch_keeps_its_parameter_names():
     seq = nn.Sequential(nn.Linear(IN, HID), nn.ReLU(), nn.Linear(HID, OUT)).to(F64)
     seq.load_state_dict(mlp.layers.state_dict())  # the Sequential's own keys: no prefix
     _close(seq(x), expected)
+
+
+@pytest.mark.parametrize(
+    "cost",
+    [
+        lambda: hnn.CrossEntropyLoss(weight=_weights(OUT)),
+        lambda: hnn.CrossEntropyLoss(label_smoothing=0.1),
+        lambda: hnn.CrossEntropyLoss(ignore_index=1),
+        lambda: hnn.BCEWithLogitsLoss(pos_weight=_weights(OUT)),
+    ],
+)
+def test_backprop_refuses_the_settings_it_does_not_apply(cost):
+    """MLP.backprop starts the δ recursion from the plain cost: a weighted, smoothed or
+    ignoring one stops with one line instead of giving the plain cost's gradients."""
+    mlp = hnn.MLP(IN, [HID], OUT).to(F64)
+    x = torch.randn(N, IN, generator=_gen(1), dtype=F64)
+    y = torch.rand(N, OUT, dtype=F64) if "BCE" in type(cost()).__name__ else _targets("nll")
+    with pytest.raises(ValueError, match="loss.backward"):
+        mlp.backprop(x, y, cost())

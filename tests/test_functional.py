@@ -729,8 +729,8 @@ def test_non_contiguous_inputs(case, dtype):
 
 
 def test_functorch_transforms_take_torchs_full_apply_path() -> None:
-    """HandFunction.apply skips torch's per-call signature binding, except under functorch
-    transforms, where torch's own path is required: torch.func.grad must still work."""
+    """Plain calls run the old-style twin (no per-call signature binding); under torch.func
+    transforms torch refuses it and the Function itself runs: torch.func.grad still works."""
     x = torch.randn(5, dtype=torch.float64)
     w = torch.randn(3, 5, dtype=torch.float64)
 
