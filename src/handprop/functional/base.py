@@ -36,8 +36,10 @@ class HandFunction(Function, metaclass=_HandFunctionMeta):
     ``setup_context(ctx, inputs, output)``, ``backward(ctx, *grads)`` (reverse mode),
     ``jvp(ctx, *tangents)`` (forward mode; what it needs is saved with ``ctx.save_for_forward``)
     and ``vmap(info, in_dims, *inputs)`` or ``generate_vmap_rule = True`` (``torch.func.vmap``).
-    Everything below is plumbing, so that the mathematics runs wherever a torch op runs, at
-    the cost of a torch op:
+    Backward and jvp must not write into a tensor that may be a ``vmap`` batch when another
+    operand is one (``jacrev`` batches ``g`` but not what was saved): write into new tensors.
+    Everything below is plumbing, so that the mathematics runs wherever a torch op runs, on
+    torch's public API only and with as little overhead per call as it allows:
 
     * **Plain calls** run a generated old-style twin (``forward(ctx, …)`` calling
       ``forward`` then ``setup_context``; same ``backward``). torch's ``Function.apply`` binds
@@ -46,8 +48,9 @@ class HandFunction(Function, metaclass=_HandFunctionMeta):
       passed straight through.
     * **torch.func transforms and forward-mode tangents**: torch refuses an old-style class
       under a transform (before running it), and a class without ``jvp`` when an input
-      carries a tangent. :meth:`apply` then takes torch's full path with the Function itself,
-      whose ``vmap`` and ``jvp`` torch uses.
+      carries a tangent (after its forward: forward mode pays one extra forward per call).
+      :meth:`apply` then takes torch's full path with the Function itself, whose ``vmap`` and
+      ``jvp`` torch uses.
     * **torch.compile** traces :meth:`apply` (see the metaclass) and so the twin, which has
       no ``jvp`` for Dynamo to refuse; the graph holds the hand-written ``backward``.
     * **Mixed precision**: under ``torch.autocast`` the Function runs as its autocast twin,
@@ -77,7 +80,7 @@ class HandFunction(Function, metaclass=_HandFunctionMeta):
     @classmethod
     def apply(cls, *args: Any) -> Any:
         x = args[0]  # every handprop Function's first input is a tensor
-        on = torch.is_autocast_enabled("cpu" if x.is_cpu else x.device.type)  # as _autocast_on
+        on = torch.is_autocast_enabled("cpu" if x.is_cpu else x.device.type)  # _autocast_on(x)
         fn = cls._autocast if on else cls
         if len(args) < cls._n_inputs:
             args += cls._defaults[len(args) - cls._n_inputs :]
