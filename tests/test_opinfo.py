@@ -3,19 +3,23 @@ implements (``torch.testing._internal.common_methods_invocations.op_db``), in fl
 torch's output, torch's gradients and torch's forward-mode tangents.
 
 The samples come from torch's private testing module (tests may use it; the library does not).
-It needs the ``expecttest`` package, a test-only dependency; without it these tests skip.
+Importing it changes process-wide settings (it freezes ``torch.backends`` flags, which
+Lightning then fails to set), so the samples are checked in a child process: this file run as a
+script. It needs the ``expecttest`` package, a test-only dependency; without it these tests skip.
 """
 
 from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
 
 import handprop.functional as F
-
-pytest.importorskip("expecttest", reason="torch's OpInfo database needs expecttest")
-from torch.testing._internal.common_methods_invocations import op_db  # noqa: E402
 
 F64 = torch.float64
 
@@ -33,28 +37,6 @@ OURS = {
     "nn.functional.cross_entropy": F.cross_entropy,
     "nn.functional.nll_loss": F.nll_loss,
 }
-OPS = [op for op in op_db if op.name in OURS]
-IDS = [op.name + (f".{op.variant_test_name}" if op.variant_test_name else "") for op in OPS]
-
-
-def test_every_function_has_opinfo_samples():
-    assert {op.name for op in OPS} == set(OURS)
-    covered = {F.function_of(_grad_fn(OURS[name])) for name in OURS}
-    assert covered == set(F.FUNCTIONS.values())  # quadratic_cost is mse_loss's Function
-
-
-def _grad_fn(fn):
-    """The graph node one small call of ``fn`` makes (which Function it runs)."""
-    x = torch.randn(4, 3, dtype=F64, requires_grad=True)
-    if fn is F.linear:
-        return fn(x, torch.randn(2, 3, dtype=F64)).grad_fn
-    if fn in (F.softmax, F.log_softmax):
-        return fn(x, 1).grad_fn
-    if fn in (F.cross_entropy, F.nll_loss):
-        return fn(x, torch.tensor([0, 1, 2, 1])).grad_fn
-    if fn in (F.mse_loss, F.binary_cross_entropy_with_logits):
-        return fn(x, torch.rand(4, 3, dtype=F64)).grad_fn
-    return fn(x).grad_fn
 
 
 def _differentiable(sample) -> list[torch.Tensor]:
@@ -64,9 +46,9 @@ def _differentiable(sample) -> list[torch.Tensor]:
 
 def _call(fn, sample, swap: dict | None = None):
     swap = swap or {}
-    sub = [swap.get(id(a), a) for a in (sample.input, *sample.args)]
+    args = [swap.get(id(a), a) for a in (sample.input, *sample.args)]
     kwargs = {k: swap.get(id(v), v) for k, v in sample.kwargs.items()}
-    return fn(*sub, **kwargs)
+    return fn(*args, **kwargs)
 
 
 def _check_sample(op, sample) -> None:
@@ -98,16 +80,71 @@ def _check_sample(op, sample) -> None:
     torch.testing.assert_close(results[0], results[1], equal_nan=True)
 
 
-@pytest.mark.parametrize("op", OPS, ids=IDS)
-def test_opinfo_samples_match_torch(op):
-    """Output, gradients and forward-mode tangents of every sample; all failures reported."""
-    failures = []
-    samples = list(op.sample_inputs("cpu", F64, requires_grad=True))
-    assert samples
-    for i, sample in enumerate(samples):
-        try:
-            _check_sample(op, sample)
-        except Exception as err:  # noqa: BLE001 — collect every failing sample
-            shapes = [tuple(t.shape) for t in [sample.input, *sample.args] if hasattr(t, "shape")]
-            failures.append(f"sample {i} {shapes} {sample.kwargs}: {type(err).__name__}: {err}")
-    assert not failures, f"{len(failures)}/{len(samples)} samples differ:\n" + "\n".join(failures)
+def check_all() -> dict[str, list[str]]:
+    """Every sample of every op in ``OURS``: op name → one line per failing sample ("n
+    samples" first)."""
+    from torch.testing._internal.common_methods_invocations import op_db
+
+    torch.manual_seed(0)
+    report: dict[str, list[str]] = {}
+    for op in op_db:
+        if op.name not in OURS:
+            continue
+        lines = report.setdefault(op.name, [])
+        samples = list(op.sample_inputs("cpu", F64, requires_grad=True))
+        lines.insert(0, f"{op.variant_test_name or 'default'}: {len(samples)} samples")
+        for i, sample in enumerate(samples):
+            try:
+                _check_sample(op, sample)
+            except Exception as err:  # noqa: BLE001 — collect every failing sample
+                shapes = [
+                    tuple(t.shape) for t in (sample.input, *sample.args) if hasattr(t, "shape")
+                ]
+                lines.append(f"sample {i} {shapes} {sample.kwargs}: {type(err).__name__}: {err}")
+    return report
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, list[str]]:
+    if importlib.util.find_spec("expecttest") is None:
+        pytest.skip("torch's OpInfo database needs expecttest (a test-only dependency)")
+    child = subprocess.run(
+        [sys.executable, __file__], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    return json.loads(child.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", sorted(OURS))
+def test_opinfo_samples_match_torch(report, name):
+    """Output, gradients and forward-mode tangents of every sample; all failures listed."""
+    lines = report.get(name)
+    assert lines, f"op_db has no samples for {name}"
+    counts = [line for line in lines if line.endswith(" samples")]
+    assert counts and not any(line.endswith(": 0 samples") for line in counts), counts
+    failures = [line for line in lines if not line.endswith(" samples")]
+    assert not failures, "\n".join([*counts, *failures])
+
+
+def test_every_function_is_covered():
+    """Each Function of handprop.functional is behind one of the ops checked above."""
+    x = torch.randn(4, 3, dtype=F64, requires_grad=True)
+    y, p = torch.tensor([0, 1, 2, 1]), torch.rand(4, 3, dtype=F64)
+    nodes = [
+        F.linear(x, torch.randn(2, 3, dtype=F64)),
+        F.sigmoid(x),
+        F.tanh(x),
+        F.relu(x),
+        F.leaky_relu(x),
+        F.softmax(x, 1),
+        F.log_softmax(x, 1),
+        F.mse_loss(x, p),  # quadratic_cost runs the same Function
+        F.binary_cross_entropy_with_logits(x, p),
+        F.cross_entropy(x, y),
+        F.nll_loss(x, y),
+    ]
+    assert {F.function_of(t.grad_fn) for t in nodes} == set(F.FUNCTIONS.values())
+
+
+if __name__ == "__main__":
+    print(json.dumps(check_all()))
