@@ -113,6 +113,9 @@ def _close(a, b):
         assert a.keys() == b.keys()
         for k in a:
             _close(a[k], b[k])
+    elif isinstance(a, list | tuple):
+        for u, v in zip(a, b, strict=True):
+            _close(u, v)
     else:
         torch.testing.assert_close(a, b)
 
@@ -197,15 +200,14 @@ def test_vmap_over_a_batch_of_models():
 # --------------------------------------------------------------------------------------------
 # torch.compile, torch.export, ONNX, TorchScript
 # --------------------------------------------------------------------------------------------
-def _train_steps(model, loss_fn, steps: int = 3) -> list[torch.Tensor]:
-    """A few SGD steps; the losses and the final weights, to compare trajectories."""
-    x = torch.randn(N, IN, generator=_gen(1), dtype=F64)
-    y = _targets("ce")
+def _trajectory(model: nn.Module, loss_of) -> list[torch.Tensor]:
+    """Three SGD steps on ``loss_of(x, y)``: the losses and the final weights."""
+    x, y = torch.randn(N, IN, generator=_gen(1), dtype=F64), _targets("ce")
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     seen = []
-    for _ in range(steps):
+    for _ in range(3):
         opt.zero_grad()
-        loss = loss_fn(model(x), y)
+        loss = loss_of(x, y)
         loss.backward()
         opt.step()
         seen.append(loss.detach())
@@ -214,20 +216,10 @@ def _train_steps(model, loss_fn, steps: int = 3) -> list[torch.Tensor]:
 
 def _compiled_training_matches(backend: str) -> None:
     ours, theirs = twin_models("relu")
-    loss_ours = LOSSES["ce"][0]()
+    loss_ours, loss_theirs = (make() for make in LOSSES["ce"])
     compiled = torch.compile(lambda x, y: loss_ours(ours(x), y), fullgraph=True, backend=backend)
-    x, y = torch.randn(N, IN, generator=_gen(1), dtype=F64), _targets("ce")
-    opt = torch.optim.SGD(ours.parameters(), lr=0.5)
-    got = []
-    for _ in range(3):
-        opt.zero_grad()
-        loss = compiled(x, y)
-        loss.backward()
-        opt.step()
-        got.append(loss.detach())
-    got += [p.detach().clone() for p in ours.parameters()]
-    for a, b in zip(got, _train_steps(theirs, LOSSES["ce"][1]()), strict=True):
-        _close(a, b)
+    got = _trajectory(ours, compiled)
+    _close(got, _trajectory(theirs, lambda x, y: loss_theirs(theirs(x), y)))
 
 
 def test_torch_compile_fullgraph():
