@@ -134,38 +134,36 @@ class LeakyReLU(nn.Module):
         return f"negative_slope={self.negative_slope}"
 
 
-class Softmax(nn.Module):
-    """``e^{zᵢ} / Σⱼ e^{zⱼ}`` along ``dim`` (required here: torch's implicit choice is
+class _AlongDim(nn.Module):
+    """A normalisation along ``dim``, which is required here (torch's implicit choice of it is
     deprecated)."""
 
     def __init__(self, dim: int | None = None) -> None:
         super().__init__()
         self.dim = dim
 
-    def forward(self, input: Tensor) -> Tensor:
+    def _dim(self) -> int:
         if self.dim is None:
-            raise ValueError("handprop.nn.Softmax needs dim, e.g. Softmax(dim=1)")
-        return F.softmax(input, self.dim)
+            name = type(self).__name__
+            raise ValueError(f"handprop.nn.{name} needs dim, e.g. {name}(dim=1)")
+        return self.dim
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
 
 
-class LogSoftmax(nn.Module):
-    """``zᵢ − log Σⱼ e^{zⱼ}`` along ``dim`` (required here: torch's implicit choice is
-    deprecated)."""
-
-    def __init__(self, dim: int | None = None) -> None:
-        super().__init__()
-        self.dim = dim
+class Softmax(_AlongDim):
+    """``e^{zᵢ} / Σⱼ e^{zⱼ}`` along ``dim``; any shape."""
 
     def forward(self, input: Tensor) -> Tensor:
-        if self.dim is None:
-            raise ValueError("handprop.nn.LogSoftmax needs dim, e.g. LogSoftmax(dim=1)")
-        return F.log_softmax(input, self.dim)
+        return F.softmax(input, self._dim())
 
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}"
+
+class LogSoftmax(_AlongDim):
+    """``zᵢ − log Σⱼ e^{zⱼ}`` along ``dim``; any shape."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.log_softmax(input, self._dim())
 
 
 class _Loss(nn.Module):
