@@ -546,8 +546,8 @@ def to_handprop(module: nn.Module) -> nn.Module:
 
     Examples::
 
-        >>> model = to_handprop(torchvision_or_your_model)   # one line, hand-written backward
-        >>> reference = to_torch(copy.deepcopy(model))      # and back, to compare gradients
+        >>> model = to_handprop(model)                    # one line: hand-written backward
+        >>> reference = to_torch(copy.deepcopy(model))    # and back, to compare gradients
     """
     return _swap(module, TWINS)
 
