@@ -488,6 +488,38 @@ def test_to_handprop_and_back():
     assert hnn.to_handprop(nn.ReLU()).__class__ is hnn.ReLU
 
 
+def test_to_handprop_convolutional_and_recurrent_layers():
+    """A small CNN and an LSTM model, converted and back: the same outputs and gradients."""
+    torch.manual_seed(0)
+    cnn = nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.AvgPool2d(1),
+        nn.Dropout(0.0),
+        nn.Flatten(),
+        nn.Linear(8, OUT),
+    ).to(F64)
+    rnn = nn.ModuleList([nn.RNN(3, 4, batch_first=True), nn.LSTM(4, 4)]).to(F64)
+    images = torch.randn(N, 1, 4, 4, generator=_gen(1), dtype=F64)
+    seq = torch.randn(N, 6, 3, generator=_gen(2), dtype=F64)
+
+    def run_rnn(m):
+        return m[1](m[0](seq)[0].transpose(0, 1))[0]
+
+    for model, run in ((cnn, lambda m: m(images)), (rnn, run_rnn)):
+        reference = copy.deepcopy(model)
+        hnn.to_handprop(model)
+        assert all(type(m).__module__ != "torch.nn.modules.rnn" for m in model.modules())
+        out, ref = run(model), run(reference)
+        _close(out, ref)
+        out.square().sum().backward()
+        ref.square().sum().backward()
+        _close([p.grad for p in model.parameters()], [p.grad for p in reference.parameters()])
+        back = hnn.to_torch(model)
+        assert [type(m) for m in back.modules()] == [type(m) for m in reference.modules()]
+
+
 def test_mlp_to_torch_keeps_its_parameter_names():
     mlp = hnn.MLP(IN, [HID], OUT).to(F64)
     keys = list(mlp.state_dict())

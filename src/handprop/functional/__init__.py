@@ -32,6 +32,17 @@ from handprop.functional.activations import (
     tanh,
 )
 from handprop.functional.base import REDUCTIONS, HandFunction, function_of
+from handprop.functional.convolution import (
+    AvgPool2dFunction,
+    Conv2dFunction,
+    FlattenFunction,
+    MaxPool2dFunction,
+    avg_pool2d,
+    conv2d,
+    flatten,
+    max_pool2d,
+)
+from handprop.functional.dropout import DropoutFunction, dropout
 from handprop.functional.losses import (
     BCEWithLogitsFunction,
     CrossEntropyFunction,
@@ -44,6 +55,7 @@ from handprop.functional.losses import (
     quadratic_cost,
 )
 from handprop.functional.neuron import LinearFunction, linear
+from handprop.functional.recurrent import LSTMFunction, RNNFunction, lstm, rnn_relu, rnn_tanh
 
 __all__ = [
     "linear",
@@ -58,6 +70,14 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "nll_loss",
+    "conv2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "flatten",
+    "dropout",
+    "rnn_tanh",
+    "rnn_relu",
+    "lstm",
     "FUNCTIONS",
     "HandFunction",
     "function_of",
@@ -78,4 +98,12 @@ FUNCTIONS: dict[str, type[Function]] = {
     "binary_cross_entropy_with_logits": BCEWithLogitsFunction,
     "cross_entropy": CrossEntropyFunction,
     "nll_loss": NLLLossFunction,
+    "conv2d": Conv2dFunction,
+    "max_pool2d": MaxPool2dFunction,
+    "avg_pool2d": AvgPool2dFunction,
+    "flatten": FlattenFunction,
+    "dropout": DropoutFunction,
+    "rnn_tanh": RNNFunction,
+    "rnn_relu": RNNFunction,
+    "lstm": LSTMFunction,
 }
