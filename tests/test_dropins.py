@@ -81,8 +81,8 @@ LOSSES = {
 
 
 def twin_models(act: str, seed: int = 0) -> tuple[nn.Module, nn.Module]:
-    """IN → HID → OUT with ``act`` between, from handprop and from torch.nn, same weights;
-    ``nll`` needs log-probabilities, so every model ends in log_softmax for it (see below)."""
+    """IN → HID → OUT with ``act`` between, from handprop and from torch.nn, with the same
+    weights (``seed`` picks them)."""
     ours_act, theirs_act = ACTS[act]
     torch.manual_seed(seed)
     ours = nn.Sequential(hnn.Linear(IN, HID), ours_act(), hnn.Linear(HID, OUT)).to(F64)
@@ -92,7 +92,8 @@ def twin_models(act: str, seed: int = 0) -> tuple[nn.Module, nn.Module]:
 
 
 def _loss_fns(act: str, loss: str):
-    """(model, loss module) pairs as cost functions of (parameters, x, y)."""
+    """The two models and losses as cost functions of (parameters, x, y), and the parameters;
+    ``nll`` takes log-probabilities, so its models end in a log-softmax."""
     ours_m, theirs_m = twin_models(act)
     ours_l, theirs_l = (make() for make in LOSSES[loss])
     head = (hnn.LogSoftmax(1), nn.LogSoftmax(1)) if loss == "nll" else (None, None)
