@@ -7,6 +7,7 @@ run did. The metrics are those of the best weights (by ``val/loss``) unless
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 from torch.utils.tensorboard.summary import hparams
 
+from handprop import lr_find
 from handprop.build import hparams_summary, prepare
 from handprop.checkpoint import read_checkpoint
 from handprop.cli import format_table, write_json_atomic
@@ -23,6 +25,12 @@ from handprop.guards import Checkpoints, Diverged
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Train, evaluate and write ``metrics.json`` into ``run_dir``; return the metrics."""
     t0 = time.perf_counter()
+    if cfg.lr_find:  # the learning-rate range test first; then train with its suggestion
+        lr = lr_find.find(cfg, run_dir)
+        if cfg.lr_find == "only":
+            return {"suggested_lr": lr}
+        cfg = copy.deepcopy(cfg)
+        cfg.optimizer.lr = lr
     run = prepare(cfg, run_dir)
     dm, module, trainer = run.datamodule, run.module, run.trainer
     ckpt_path = cfg.ckpt_path
