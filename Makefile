@@ -1,37 +1,68 @@
 # Two commands do all the set-up on a fresh machine:
-#   make train   — create .venv, install handprop, train the default model
-#   make test    — create .venv, install handprop with its test tools, run the test suite
-# torch is installed first if the venv has none: TORCH=... picks the build, e.g.
-#   make test TORCH=torch==2.13.0      (a CPU machine whose pip offers that CPU build)
-# A GPU machine needs nothing special: plain `torch` from PyPI is the CUDA build.
+#   make train   — create .venv, install handprop (what training needs), train the default model
+#   make test    — the same plus the test tools and the optional extras, then run the test suite
+# torch is installed first if the venv has none. TORCH picks the build:
+#   TORCH=torch            (default) plain torch from your index: on PyPI the CUDA build, GBs
+#   TORCH=cpu              the CPU-only build from PyTorch's CPU index (download.pytorch.org)
+#   TORCH=torch==2.13.0    any pip requirement, e.g. a CPU build your own index offers
+# Then the commands live in .venv/bin: `source .venv/bin/activate`, or the targets below.
 VENV   ?= .venv
 PYTHON ?= python3
 TORCH  ?= torch
 ARGS   ?=
+DEMO   ?= all
 PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install train test bench lint clean
+ifeq ($(TORCH),cpu)
+TORCH_PIP := torch --index-url $(TORCH_CPU_INDEX)
+else
+TORCH_PIP := "$(TORCH)"
+endif
 
+.PHONY: install install-dev train test tensorboard demo figures bench lint clean
+
+# What training needs: torch, then handprop and its dependencies (no test or sweep tools).
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH)"
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(TORCH_PIP)
+	$(PY) -m pip install -e .
+	touch $@
+
+# The test tools (pytest, ruff) and the extras whose tests run too (launchers, Optuna).
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
 
-train: install
-	$(VENV)/bin/handprop-train $(ARGS)
+install-dev: $(VENV)/.installed-dev
 
-test: install
-	$(VENV)/bin/pytest -q $(ARGS)
+train: install
+	$(BIN)/handprop-train $(ARGS)
+
+test: install-dev
+	$(BIN)/pytest -q $(ARGS)
+
+# The loss curves, learning rates and HParams of every run under outputs/.
+tensorboard: install
+	$(BIN)/tensorboard --logdir outputs $(ARGS)
+
+# Every demonstration of the notes into outputs/demos/NAME (DEMO=optimizers for one).
+demo: install
+	$(BIN)/handprop-demo $(DEMO) $(ARGS)
+
+# The README's figures, regenerated in place (a clean tree stays clean).
+figures: install
+	$(BIN)/handprop-demo all --out docs/figures
 
 bench: install
 	$(PY) scripts/bench_functions.py
 
-lint: install
-	$(VENV)/bin/ruff check src tests scripts
-	$(VENV)/bin/ruff format --check src tests scripts
+lint: install-dev
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -1,29 +1,48 @@
-"""handprop-demo: every demonstration runs (quick sizes), writes its figures and tables, and
-its key claims hold numerically."""
+"""handprop-demo: every demonstration runs (quick sizes), writes its figures, tables and
+caption, and its key claims hold numerically. The claims are checked on what each demo's
+``compute()`` returns (the numbers its figures, tables and caption are drawn from)."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from handprop.demos import DEMOS, main
+from handprop.demos import DEMOS, compute, main, write
+from handprop.demos._report import read
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``handprop-demo all --quick --out DIR``, once for the whole file."""
+def computed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict]]:
+    """Every demo's ``compute(quick=True)``, written into DIR/NAME once for the whole file."""
     out = tmp_path_factory.mktemp("demos")
-    assert main(["all", "--quick", "--out", str(out)]) == 0
-    return out
+    results = {}
+    for name in DEMOS:
+        results[name] = compute(name, quick=True)
+        write(name, results[name], out / name)
+    return out, results
 
 
-def results(demo_dir: Path, name: str) -> dict:
-    return json.loads((demo_dir / name / "results.json").read_text())
+@pytest.fixture(scope="module")
+def demo_dir(computed: tuple[Path, dict[str, dict]]) -> Path:
+    return computed[0]
+
+
+def results(computed: tuple[Path, dict[str, dict]], name: str) -> dict:
+    return computed[1][name]
+
+
+def _module(name: str):  # noqa: ANN202
+    import importlib
+
+    return importlib.import_module(f"handprop.demos.{DEMOS[name][0]}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -64,11 +83,21 @@ def test_list_is_light_and_the_module_runs() -> None:
     assert "brute-force" in out and "torch loaded: False" in out
 
 
+def test_one_demo_through_the_command_line(tmp_path: Path) -> None:
+    assert main(["neuron", "--quick", "--out", str(tmp_path)]) == 0
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "activations.png",
+        "table.md",
+        "caption.md",
+        "results.json",
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # Every demo: figures, table, numbers
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list(DEMOS))
-def test_demo_writes_figures_and_table(demo_dir: Path, name: str) -> None:
+def test_demo_writes_figures_and_table(computed, demo_dir: Path, name: str) -> None:
     d = demo_dir / name
     pngs = sorted(d.glob("*.png"))
     assert pngs, f"{name} wrote no figure"
@@ -78,14 +107,56 @@ def test_demo_writes_figures_and_table(demo_dir: Path, name: str) -> None:
         assert len(data) < 150_000, f"{p} is {len(data)} bytes; keep figures small"
     table = (d / "table.md").read_text()
     assert table.startswith(f"## handprop-demo {name}") and "|" in table
-    assert sorted(results(demo_dir, name)["figures"]) == sorted(str(p) for p in pngs)
+    assert (d / "caption.md").read_text().strip()
+    written = json.loads((d / "results.json").read_text())
+    assert sorted(written.pop("figures")) == sorted(str(p) for p in pngs)
+    assert set(written) == set(results(computed, name)), "results.json is compute()'s results"
+
+
+@pytest.mark.parametrize("name", list(DEMOS))
+def test_text_comes_from_the_results_alone(computed, name: str) -> None:
+    """Tables and caption drawn from results.json (keys sorted, NaN written as text) are the
+    ones drawn from compute()'s results themselves, and hold no timing."""
+    mod = _module(name)
+    r = results(computed, name)
+    again = read(computed[0] / name / "results.json")
+    again.pop("figures")
+    assert mod.caption(again) == mod.caption(r)
+    assert [t.markdown() for t in mod.tables(again)] == [t.markdown() for t in mod.tables(r)]
+    text = mod.caption(r) + "".join(t.markdown() for t in mod.tables(r))
+    assert not re.search(r"wall s|ms / epoch|s / update", text), "timings vary from run to run"
+
+
+@pytest.mark.parametrize("name", ["optimizers", "init"])
+def test_figures_are_the_same_bytes_every_time(computed, name: str, tmp_path: Path) -> None:
+    """Drawing the same results twice (once from results.json) gives identical files: a
+    regenerated figure changes only when its numbers or its code change."""
+    out, res = computed
+    again = read(out / name / "results.json")
+    again.pop("figures")
+    write(name, again, tmp_path)
+    for p in sorted((out / name).glob("*")):
+        if p.name != "results.json":
+            assert p.read_bytes() == (tmp_path / p.name).read_bytes(), p.name
+
+
+def test_readme_captions_are_the_demos_captions() -> None:
+    """Under each figure the README says what docs/figures/NAME/caption.md says: the caption
+    ``handprop-demo all --out docs/figures`` wrote from that run's results."""
+    readme = (ROOT / "README.md").read_text()
+    for name in DEMOS:
+        caption = (ROOT / "docs" / "figures" / name / "caption.md").read_text().strip()
+        assert caption in readme, (
+            f"README's caption for {name} is not docs/figures/{name}/caption.md; copy it from "
+            "there after `make figures`"
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # The claims
 # --------------------------------------------------------------------------------------------
-def test_neuron_derivatives_come_from_the_backward_and_are_right(demo_dir: Path) -> None:
-    r = results(demo_dir, "neuron")
+def test_neuron_derivatives_come_from_the_backward_and_are_right(computed) -> None:
+    r = results(computed, "neuron")
     for name in ("sigmoid", "tanh", "relu", "leaky_relu", "softmax"):
         assert r[name]["fd_error"] < 1e-6, name
     assert r["sigmoid"]["max_derivative"] == pytest.approx(0.25, abs=1e-4)
@@ -94,15 +165,15 @@ def test_neuron_derivatives_come_from_the_backward_and_are_right(demo_dir: Path)
     assert all(abs(sum(row[j] for row in jac)) < 1e-12 for j in range(3))
 
 
-def test_brute_force_gd_lands_on_the_grid_minimum(demo_dir: Path) -> None:
-    r = results(demo_dir, "brute-force")
+def test_brute_force_gd_lands_on_the_grid_minimum(computed) -> None:
+    r = results(computed, "brute-force")
     assert r["grid_evaluations"] == 1000 and r["grid_step"] == pytest.approx(0.01)
     assert abs(r["gd_w"] - r["grid_min_w"]) <= r["grid_step"]
     assert r["gd_steps"] < r["grid_evaluations"]
 
 
-def test_brute_force_arithmetic_of_the_notes(demo_dir: Path) -> None:
-    net = results(demo_dir, "brute-force")["network"]
+def test_brute_force_arithmetic_of_the_notes(computed) -> None:
+    net = results(computed, "brute-force")["network"]
     assert net["layers"] == "4-5-1" and net["weights"] == 25 and net["biases"] == 6
     assert net["log10_combinations"] == pytest.approx(75)  # 1000^25 = 10^75
     assert math.floor(net["log10_seconds"]) == 58  # ~10^58 s at 93 PFLOP/s
@@ -110,16 +181,14 @@ def test_brute_force_arithmetic_of_the_notes(demo_dir: Path) -> None:
     assert net["log10_universe_ages"] > 40  # vs 1.38e10 years
 
 
-def test_brute_force_counts_any_network(tmp_path: Path) -> None:
-    from handprop.demos import run
-
-    net = run("brute-force", tmp_path, quick=True, layers="2-3-3-1")["network"]
+def test_brute_force_counts_any_network() -> None:
+    net = compute("brute-force", quick=True, layers="2-3-3-1")["network"]
     assert net["weights"] == 2 * 3 + 3 * 3 + 3 * 1
     assert net["log10_combinations"] == pytest.approx(3 * 18)
 
 
-def test_gd_modes_updates_per_epoch_and_smoothness(demo_dir: Path) -> None:
-    r = results(demo_dir, "gd-modes")
+def test_gd_modes_updates_per_epoch_and_smoothness(computed) -> None:
+    r = results(computed, "gd-modes")
     assert r["batch"]["updates_per_epoch"] == 1
     assert r["stochastic"]["updates_per_epoch"] > r["minibatch"]["updates_per_epoch"] > 1
     assert r["stochastic"]["updates_per_epoch"] == r["stochastic"]["updates"] // len(
@@ -132,8 +201,8 @@ def test_gd_modes_updates_per_epoch_and_smoothness(demo_dir: Path) -> None:
     assert r["stochastic"]["epoch_cost"][0] < r["batch"]["epoch_cost"][0]
 
 
-def test_optimizers_same_start_and_momentum_smooths_the_ravine(demo_dir: Path) -> None:
-    r = results(demo_dir, "optimizers")
+def test_optimizers_same_start_and_momentum_smooths_the_ravine(computed) -> None:
+    r = results(computed, "optimizers")
     assert r["same_initial_weights"] is True
     for name in ("sgd", "momentum", "rmsprop", "adam", "adamw"):
         curve = r["network"][name]["train"]
@@ -143,8 +212,8 @@ def test_optimizers_same_start_and_momentum_smooths_the_ravine(demo_dir: Path) -
     assert rav["curvatures"][1] / rav["curvatures"][0] > 10  # a ravine indeed
 
 
-def test_lr_schedules_follow_their_configs(demo_dir: Path) -> None:
-    s = results(demo_dir, "lr-schedules")["schedules"]
+def test_lr_schedules_follow_their_configs(computed) -> None:
+    s = results(computed, "lr-schedules")["schedules"]
     lr0 = s["none"]["lr"][0]
     assert set(s["none"]["lr"]) == {lr0}
     assert s["inverse_sqrt"]["scheduler"] == "InverseSqrtLR"
@@ -154,12 +223,12 @@ def test_lr_schedules_follow_their_configs(demo_dir: Path) -> None:
         lr0 / 2
     )
     assert s["cosine"]["lr"][-1] < 0.05 * lr0
-    for b, v in results(demo_dir, "lr-schedules")["scaling"].items():
+    for b, v in results(computed, "lr-schedules")["scaling"].items():
         assert v["lr_scaled"] == pytest.approx(v["lr_fixed"] * int(b) / 32)
 
 
-def test_standardised_converges_faster_than_raw(demo_dir: Path) -> None:
-    r = results(demo_dir, "preprocessing")
+def test_standardised_converges_faster_than_raw(computed) -> None:
+    r = results(computed, "preprocessing")
     for opt in ("sgd", "adam"):
         raw, std = r[opt]["none"], r[opt]["standardize"]
         assert std["epochs_to_target"] is not None, opt
@@ -167,8 +236,8 @@ def test_standardised_converges_faster_than_raw(demo_dir: Path) -> None:
         assert std["final_cost"] < raw["final_cost"] and std["val_rmse"] < raw["val_rmse"]
 
 
-def test_zero_init_neurons_stay_identical_random_ones_differ(demo_dir: Path) -> None:
-    r = results(demo_dir, "init")
+def test_zero_init_neurons_stay_identical_random_ones_differ(computed) -> None:
+    r = results(computed, "init")
     zeros = r["zeros"]
     assert zeros["spread_start"] == 0 and zeros["spread_end"] < 1e-6
     assert zeros["distinct_neurons"] == 1
@@ -181,27 +250,97 @@ def test_zero_init_neurons_stay_identical_random_ones_differ(demo_dir: Path) -> 
     assert r["zeros-relu"]["spread_end"] == 0  # ReLU'(0) = 0: the hidden layer never moves
 
 
-def test_hidden_layer_beats_linear_on_property_prices(demo_dir: Path) -> None:
-    r = results(demo_dir, "hidden-layers")
+def test_hidden_layer_beats_linear_on_property_prices(computed) -> None:
+    r = results(computed, "hidden-layers")
     assert r["4-5-1"]["rmse"]["test"] < 0.7 * r["linear"]["rmse"]["test"]
     assert r["4-5-1"]["r2"] > r["linear"]["r2"]
     assert r["linear"]["parameters"] == 5 and r["4-5-1"]["parameters"] == 31
     assert len(r["neurons"]) == 5
 
 
-def test_backprop_by_hand_agrees_with_autograd(demo_dir: Path) -> None:
-    r = results(demo_dir, "backprop")
+def test_backprop_by_hand_agrees_with_autograd(computed) -> None:
+    r = results(computed, "backprop")
     assert r["max_abs_diff"] <= 1e-12
     assert set(r["diffs"]) == {"W1", "b1", "W2", "b2"}
     assert r["cost_after"] < r["cost_before"]
     assert r["backward_nodes"][0] == "SquaredErrorFunctionBackward"
 
 
-def test_epochs_cost_falls_and_matches_the_trainer(demo_dir: Path) -> None:
-    r = results(demo_dir, "epochs")
+def test_epochs_cost_falls_and_matches_the_trainer(computed) -> None:
+    r = results(computed, "epochs")
     cost = r["cost"]
     assert len(cost) == r["epochs"] and cost[-1] < 0.5 * cost[0]
     assert all(b <= a * (1 + 1e-6) for a, b in zip(cost, cost[1:], strict=False))  # batch GD
     assert len(r["trainer_cost"]) == r["epochs"]
     assert r["max_rel_diff_vs_trainer"] < 1e-4
     assert len(r["per_student_cost"][0]) == 8
+
+
+# --------------------------------------------------------------------------------------------
+# The captions: every claim read off the results, and the fixed words true of them
+# --------------------------------------------------------------------------------------------
+def _claims(name: str, r: dict, cap: str) -> None:  # noqa: C901 — one branch per demo
+    if name == "neuron":
+        assert f"never exceeds {r['sigmoid']['max_derivative']:.3g}" in cap
+        assert r["relu"]["derivative_below_zero"] == 0 and r["leaky_relu"]["min_derivative"] > 0
+        assert "leaky ReLU 0.01, not 0, below zero" in cap
+    elif name == "brute-force":
+        assert f"in {r['gd_steps']} steps instead of {r['grid_evaluations']}" in cap
+        assert f"w = {r['gd_w']:.2f}" in cap and "25 weights" in cap
+    elif name == "gd-modes":
+        b, s = r["batch"], r["stochastic"]
+        assert ("no update raised the cost" in cap) == (b["fraction_of_updates_raising_cost"] == 0)
+        assert f"({s['updates_per_epoch']} updates)" in cap
+        # "a jittery random walk ... keeps bouncing around the minimum"
+        assert s["fraction_raising_cost_after_epoch_1"] > 0.2
+        assert s["way_covered_in_epoch_1"] > b["way_covered_in_epoch_1"]
+    elif name == "optimizers":
+        rav = r["ravine"]
+        sgd, mom = rav["sgd"], rav["momentum"]
+        # "SGD zig-zags from wall to wall": nearly every step heads for the other wall
+        assert sgd["wall_crossings"] >= 0.8 * rav["steps"]
+        # "momentum ... sways in a wide S instead": it changes side, but far less often
+        assert 2 <= mom["wall_crossings"] < sgd["wall_crossings"] / 3
+        above = {k: rav[k]["cost"][-1] - rav["lowest_cost"] for k in ("sgd", "momentum")}
+        word = "below" if above["momentum"] < above["sgd"] else "above"
+        assert f"momentum ends {word} SGD" in cap
+    elif name == "lr-schedules":
+        sch = r["schedules"]
+        calm = _module(name).settled(r)
+        assert calm, "no decaying schedule settled"  # "the constant rate never settles"
+        ratio = sch["none"]["bounce"] / max(sch[s]["bounce"] for s in calm)
+        assert ratio > 5 and f"{ratio:.0f}× more" in cap
+        sc = r["scaling"]
+        ok = [v["cost_scaled"] for v in sc.values() if math.isfinite(v["cost_scaled"])]
+        assert max(ok) < 1.5 * min(ok)  # "keeps the cost ... between ... and ..."
+        bad = [b for b, v in sc.items() if not math.isfinite(v["cost_scaled"])]
+        assert ("diverges" in cap) == bool(bad)
+    elif name == "preprocessing":
+        std = r["sgd"]["standardize"]
+        assert f"in {std['epochs_to_target']} epochs" in cap
+        assert all(r["sgd"]["none"]["diverged_by_lr"][1:])  # "every rate from ... up diverges"
+    elif name == "init":
+        assert r["zeros"]["distinct_neurons"] == 1 and "keep identical weights" in cap
+        assert ("exactly 0 after every update" in cap) == (r["zeros"]["spread_max"] == 0)
+    elif name == "hidden-layers":
+        lin, net = r["linear"]["rmse"]["test"], r["4-5-1"]["rmse"]["test"]
+        assert f"from {lin:.0f} to {net:.0f} thousand dollars" in cap and net < lin
+        for k, v in enumerate(r["neurons"]):
+            assert (f"neuron {k + 1} fires" in cap) == (
+                v["pattern"] != "-" and v["lift"].get(v["pattern"], 0) >= 2
+            )
+    elif name == "backprop":
+        assert r["max_abs_diff"] <= 1e-12  # "sit on the diagonal"
+        assert ("lowers the cost" in cap) == (r["cost_after"] < r["cost_before"])
+    elif name == "epochs":
+        assert r["max_rel_diff_vs_trainer"] < 1e-4  # "the same curve"
+        cost = r["cost"]
+        assert ("falls epoch by epoch" in cap) == all(
+            b <= a for a, b in zip(cost, cost[1:], strict=False)
+        )
+
+
+@pytest.mark.parametrize("name", list(DEMOS))
+def test_caption_states_the_results(computed, name: str) -> None:
+    r = results(computed, name)
+    _claims(name, r, _module(name).caption(r))

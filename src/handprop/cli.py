@@ -26,6 +26,7 @@ GROUPS = (
     "callbacks",
     "debug",
     "experiment",
+    "hparams_search",
 )
 
 
@@ -60,7 +61,7 @@ def check_group_overrides(argv: Iterable[str]) -> None:
             continue
         allowed = options(key)
         for v in value.split(","):
-            if v not in allowed:
+            if v not in allowed and not (key == "hparams_search" and v == "null"):
                 raise ConfigError(
                     f"{key}={v} is not an option; choose one of: {', '.join(allowed)}"
                 )
@@ -94,6 +95,98 @@ def call_reporting(fn: Callable[[], Any], cfg: Any) -> Any:
         raise SystemExit(2 if known else 1) from None
 
 
+def check_split_values(argv: list[str]) -> None:
+    """Catch a list or dict value that the shell split at a space (``model.hidden=[16, 16]``
+    arrives as ``model.hidden=[16,`` and ``16]``): say how to write it, in one line."""
+    pairs = {"[": "]", "{": "}"}
+    for i, arg in enumerate(argv):
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, _, value = arg.partition("=")
+        if not any(value.count(o) > value.count(c) for o, c in pairs.items()):
+            continue
+        whole = arg
+        for nxt in argv[i + 1 :]:
+            if "=" in nxt or nxt.startswith("-"):
+                break
+            whole += " " + nxt
+        joined = key + "=" + "".join(whole.partition("=")[2].split())
+        raise ConfigError(
+            f"{arg} is cut short: the shell split the value at a space. Write it without "
+            f"spaces, {joined}, or quote it: '{whole}'"
+        )
+
+
+def _leaves(node: Any, prefix: str = "") -> list[str]:
+    """Every setting of a config (a plain dict) as a dotted key, ``trainer.max_epochs``."""
+    keys = []
+    for k, v in node.items():
+        if prefix == "" and k == "hydra":
+            continue
+        if str(k).startswith("_"):  # _target_, _partial_: how to build it, not a setting
+            continue
+        keys += _leaves(v, f"{prefix}{k}.") if isinstance(v, dict) and v else [f"{prefix}{k}"]
+    return keys
+
+
+def closest_key(key: str, keys: list[str]) -> str | None:
+    """The real setting a mistyped ``key`` most likely meant, judged by its last part: the
+    same name under another group (``lr`` → ``optimizer.lr``), else the nearest spelling
+    (``max_epoch``, ``epochs`` → ``trainer.max_epochs``), else a name that contains it."""
+    import difflib
+
+    group, leaf = key.rpartition(".")[0], key.rsplit(".", 1)[-1]
+    # Shortest first, and the key's own group before others: the likeliest reading wins ties.
+    keys = sorted(keys, key=lambda k: (not k.startswith(group + "."), len(k), k))
+    by_leaf: dict[str, str] = {}
+    for k in keys:
+        by_leaf.setdefault(k.rsplit(".", 1)[-1], k)
+    if leaf in by_leaf:
+        return by_leaf[leaf]
+    near = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.7)
+    if near:
+        return by_leaf[near[0]]
+    contains = [k for k in keys if len(leaf) >= 4 and leaf in k.rsplit(".", 1)[-1]]
+    return contains[0] if contains else None
+
+
+def _options_with(group: str, key: str) -> dict[str, str]:
+    """The options of ``group`` whose YAML file defines ``key``, or a key ending in it
+    (``gamma`` → ``fn.gamma``): option → the full key under the group."""
+    from omegaconf import OmegaConf
+
+    found = {}
+    for option in options(group):
+        keys = _leaves(OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{option}.yaml")))
+        match = [k for k in keys if k == key] or [k for k in keys if k.endswith("." + key)]
+        if match:
+            found[option] = f"{group}.{match[0]}"
+    return found
+
+
+def unknown_key_message(key: str, config_name: str, cfg: Any, choices: dict[str, Any]) -> str:
+    """One line for a key the composed config lacks, with the likeliest fix."""
+    from omegaconf import OmegaConf
+
+    command = f"handprop-{config_name}"
+    keys = _leaves(OmegaConf.to_container(cfg))
+    group, _, rest = key.partition(".")
+    if rest and group in GROUPS and not any(k.endswith("." + rest) for k in keys):
+        owners = _options_with(group, rest)
+        if owners:
+            names = " or ".join(f"{group}={o}" for o in owners)
+            full = next(iter(owners.values()))
+            if full == key:
+                return (
+                    f"{key} is a setting of {names}, not of {group}={choices.get(group)}; "
+                    f"add {group}={next(iter(owners))} to the command line"
+                )
+            return f"{key} is not a setting of {command}; did you mean {full} (with {names})?"
+    best = closest_key(key, keys)
+    hint = f"did you mean {best}? " if best else ""
+    return f"{key} is not a setting of {command}; {hint}see {command} --help for the keys"
+
+
 def check_composes(config_name: str, argv: list[str]) -> None:
     """Compose the config with the command line's overrides, so an unknown key or a malformed
     override is one line here rather than Hydra's multi-line composition report."""
@@ -103,28 +196,65 @@ def check_composes(config_name: str, argv: list[str]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    try:
-        with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
-            cfg = compose(config_name, overrides=list(argv))
-    except (HydraException, OmegaConfBaseException) as e:
-        text = str(e)
+    with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
+        try:
+            compose(config_name, overrides=list(argv))
+            return
+        except (HydraException, OmegaConfBaseException) as e:
+            text = str(e)
         found = re.search(r"Key '([^']+)' is not in struct", text) or re.search(
             r"Could not override '([^']+)'", text
         )
-        if found:
-            raise ConfigError(
-                f"{found.group(1)} is not a setting of {config_name}; "
-                "see --help for the keys (prefix + to add a new one)"
-            ) from None
-        raise ConfigError(" ".join(text.split())) from None
-    del cfg
+        if not found:
+            raise ConfigError(" ".join(text.split()))
+        # The config as the command line's group choices make it: where the key could be.
+        groups = [a for a in argv if a.lstrip("+~").partition("=")[0] in GROUPS]
+        base = compose(config_name, overrides=groups, return_hydra_config=True)
+        choices = dict(base.hydra.runtime.choices)
+    raise ConfigError(unknown_key_message(found.group(1), config_name, base, choices))
+
+
+def render_help(config_name: str, overrides: list[str]) -> str:
+    """The command's ``--help`` text: its ``hydra/help`` template, with the config groups
+    listed from the YAML files that ship with the package. (Hydra's own ``--help`` composes
+    the config once per option of every group, its own included: ~1 s of the answer.)"""
+    from string import Template
+
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf, open_dict
+
+    with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    text = cfg.hydra.help.template
+    with open_dict(cfg):
+        del cfg["hydra"]
+    groups = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
+    listing = "\n".join(f"{g}: {', '.join(options(g))}" for g in groups if options(g))
+    return Template(text).safe_substitute(
+        APP_CONFIG_GROUPS=listing + "\n",
+        CONFIG=OmegaConf.to_yaml(cfg),
+        FLAGS_HELP="--help, --hydra-help, --cfg job, --multirun (-m); see --hydra-help",
+        HYDRA_CONFIG_GROUPS="(see --hydra-help)",
+    )
 
 
 def run_cli(hydra_main: Callable[[], Any], config_name: str) -> None:
     """Run a Hydra entry point; known errors end the process with status 2 and one line."""
     argv = sys.argv[1:]
+    if "--help" in argv or "-h" in argv:
+        try:
+            text = render_help(config_name, [a for a in argv if not a.startswith("-")])
+        except Exception as e:  # noqa: BLE001 — a bad override: one line, as for a run
+            report(ConfigError(" ".join(str(e).split())))
+            raise SystemExit(2) from None
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:  # `--help | head`: the reader has what it wanted
+            sys.stdout = None  # no second error while Python closes stdout
+        return
     try:
         check_group_overrides(argv)
+        check_split_values(argv)
         if not any(a.startswith("-") for a in argv):  # a plain run (not help, cfg, sweep)
             check_composes(config_name, argv)
     except ConfigError as e:

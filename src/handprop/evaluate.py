@@ -21,9 +21,19 @@ from handprop.cli import (
 )
 
 
+def default_output(ckpt_path: str) -> Path:
+    """``eval_metrics.json`` in the run directory: the folder above ``checkpoints/`` when the
+    checkpoint sits in one (as ``handprop-train`` saves it), else the checkpoint's own folder."""
+    folder = Path(ckpt_path).resolve().parent
+    if folder.name == "checkpoints":
+        folder = folder.parent
+    return folder / "eval_metrics.json"
+
+
 def evaluate(ckpt_path: str, split: str = "test", output: str | None = None) -> dict[str, float]:
     """Metrics of the checkpoint on ``split``; written as JSON to ``output`` (default:
-    ``eval_metrics.json`` in the checkpoint's run directory) and returned."""
+    ``eval_metrics.json`` in the checkpoint's run directory, see :func:`default_output`) and
+    returned."""
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split={split} is not one of train, val, test")
     from handprop.build import build_datamodule
@@ -38,7 +48,7 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None) -> 
     values = model.evaluate(x, y)
     metrics = {f"{split}/{k}": v for k, v in values.items()}
     print(format_table({split: values}))
-    out = Path(output) if output else Path(ckpt_path).resolve().parent.parent / "eval_metrics.json"
+    out = Path(output) if output else default_output(ckpt_path)
     write_json_atomic(out, metrics)
     print(f"written: {out}")
     return metrics

@@ -1,9 +1,13 @@
 """``handprop-predict ckpt_path=PATH input=in.csv output=out.csv``.
 
-Reads the model's feature columns from ``input`` (other columns are copied through), applies
-the preprocessing stored in the checkpoint, and writes every input row with its prediction in
-original units: ``predicted_<target>`` for regression; ``predicted_class`` and one
-``prob_<class>`` column per class for classification.
+``input`` is a CSV with a header row. It must hold every feature column the model was trained
+on (``model.columns["features"]``), found by name, so their order does not matter; other
+columns (an id, the target, notes) are not read and may hold anything. Feature values are in
+the data's own units: the preprocessing stored in the checkpoint is applied here.
+
+``output`` gets every input row, all its columns in the input's order, followed by the
+prediction in original units: ``predicted_<target>`` for regression; ``predicted_class`` and
+one ``prob_<class>`` column per class for classification.
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ def predict(ckpt_path: str, input: str, output: str) -> Path:
     from handprop.checkpoint import load_module
     from handprop.datasets import read_features
 
+    out = Path(output)
+    if not out.parent.is_dir():  # before any work, not after it
+        raise ConfigError(f"output: folder {out.parent} does not exist")
     model = load_module(ckpt_path)
     features = list(model.columns["features"])
     X, header, body = read_features(input, features)
-    with torch.no_grad():
-        yhat = model.predict_raw(torch.as_tensor(X, dtype=torch.float32))
+    yhat = model.predict_raw(torch.as_tensor(X, dtype=torch.float32))  # under no_grad
     if model.task.name == "regression":
         extra = [f"predicted_{model.columns['target']}"]
         cols = [[f"{v:.6g}"] for v in yhat.squeeze(-1).tolist()]
@@ -39,9 +45,6 @@ def predict(ckpt_path: str, input: str, output: str) -> Path:
         probs = torch.cat([1 - yhat, yhat], dim=-1) if model.task.name == "binary" else yhat
         extra = ["predicted_class", *(f"prob_{c}" for c in classes)]
         cols = [[classes[int(torch.argmax(p))], *(f"{v:.6g}" for v in p.tolist())] for p in probs]
-    out = Path(output)
-    if out.parent and not out.parent.exists():
-        raise ConfigError(f"output: folder {out.parent} does not exist")
     tmp = out.with_name(out.name + ".tmp")
     with tmp.open("w", newline="") as fh:
         w = csv.writer(fh)

@@ -1,9 +1,15 @@
 """``handprop-demo``: the lecture notes, runnable — one demonstration per idea, with pictures.
 
-Each demo runs on a CPU in seconds, prints a short table and writes PNG figures, ``table.md``
-and ``results.json`` into its output directory. They use the package itself: the Functions'
-hand-written backward passes, :class:`handprop.nn.MLP` and its init schemes, the data sets
-and :class:`handprop.data.Scaler`, and the trainer's Hydra configs and builders.
+Each demo runs on a CPU in seconds, prints a short table and writes PNG figures, ``table.md``,
+``caption.md`` and ``results.json`` into its output directory. They use the package itself:
+the Functions' hand-written backward passes, :class:`handprop.nn.MLP` and its init schemes,
+the data sets and :class:`handprop.data.Scaler`, and the trainer's Hydra configs and builders.
+
+Each demo module has four parts: ``compute(quick=False, ...)`` runs the experiment and returns
+its numbers as plain data (what ``results.json`` holds); ``tables(results)``,
+``caption(results)`` and ``draw(results, out)`` turn those numbers into the tables, the
+caption under the README's figure and the figures, computing nothing new. So every number a
+figure, table or caption shows comes from the results, and the tests check the results.
 
 Usage::
 
@@ -24,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEMOS", "run", "main"]
+__all__ = ["DEMOS", "compute", "write", "run", "main"]
 
 #: name → (module, one line of what it shows), in the notes' order of ideas.
 DEMOS: dict[str, tuple[str, str]] = {
@@ -74,18 +80,37 @@ def _module(name: str) -> Any:
     return importlib.import_module(f"{__name__}.{DEMOS[name][0]}")
 
 
-def run(name: str, out: str | Path | None = None, quick: bool = False, **options: Any) -> dict:
-    """Run demo ``name`` into ``out`` (default ``outputs/demos/NAME``); return its key numbers.
+def compute(name: str, quick: bool = False, **options: Any) -> dict:
+    """Demo ``name``'s results (plain data), computed and not written anywhere.
 
     ``quick`` uses smaller data / fewer epochs (what the tests run). Options a demo does not
     take (e.g. ``layers`` for anything but ``brute-force``) are ignored.
     """
     if name not in DEMOS:
         raise KeyError(f"unknown demo {name!r}; choose one of: {', '.join(DEMOS)}, all")
-    fn = _module(name).run
+    fn = _module(name).compute
     accepted = inspect.signature(fn).parameters
     opts = {k: v for k, v in options.items() if k in accepted and v is not None}
-    return fn(Path(out) if out is not None else DEFAULT_OUT / name, quick=quick, **opts)
+    return fn(quick=quick, **opts)
+
+
+def write(name: str, results: dict, out: str | Path) -> list[Path]:
+    """Draw demo ``name``'s figures from ``results`` and write them with ``table.md``,
+    ``caption.md`` and ``results.json`` into ``out``; return the figure paths."""
+    from handprop.demos._report import write as write_text
+
+    mod = _module(name)
+    out = Path(out)
+    figures = mod.draw(results, out)
+    write_text(name, mod.SUMMARY, results, mod.tables(results), mod.caption(results), figures, out)
+    return figures
+
+
+def run(name: str, out: str | Path | None = None, quick: bool = False, **options: Any) -> dict:
+    """Run demo ``name`` into ``out`` (default ``outputs/demos/NAME``); return its results."""
+    results = compute(name, quick=quick, **options)
+    write(name, results, Path(out) if out is not None else DEFAULT_OUT / name)
+    return results
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from handprop.demos._common import COLORS, Report, figure
+from handprop.demos._figures import COLORS, figure, save_figure
+from handprop.demos._report import Table, at_most, plain
 
 SUMMARY = (
     "Backpropagation is the chain rule, layer by layer: the output error δ = ŷ − y is sent "
@@ -43,10 +44,11 @@ def _graph(t) -> list[str]:  # noqa: ANN001
     return names
 
 
-def run(out: Path, quick: bool = False, lr: float = 0.1, sample: int = 5, seed: int = 0) -> dict:
-    import numpy as np
+PARAMS = ("W2", "b2", "W1", "b1")
+
+
+def compute(quick: bool = False, lr: float = 0.1, sample: int = 5, seed: int = 0) -> dict:
     import torch
-    from matplotlib import colormaps
 
     from handprop import functional as F
     from handprop.data import Scaler
@@ -54,7 +56,6 @@ def run(out: Path, quick: bool = False, lr: float = 0.1, sample: int = 5, seed: 
     from handprop.functional import FUNCTIONS
     from handprop.nn import MLP
 
-    rep = Report("backprop", out, SUMMARY)
     table = property_prices(300 if quick else 2000, seed=0)
     xs = Scaler.fit(table.X, "standardize")
     ys = Scaler.fit(table.y[:, None], "standardize")
@@ -103,44 +104,6 @@ def run(out: Path, quick: bool = False, lr: float = 0.1, sample: int = 5, seed: 
     if not max_diff <= TOLERANCE:  # the demo's claim; kept under python -O too
         raise AssertionError(f"hand vs autograd gradients differ by {max_diff:.3g} > {TOLERANCE:g}")
 
-    # ---- tables ------------------------------------------------------------------------------------
-    names = table.feature_names
-    t0 = rep.table(
-        f"House {sample}: inputs standardised, price standardised (float64)",
-        ["", *names, "price (target y)"],
-    )
-    t0.add("raw", *table.X[sample], table.y[sample])
-    t0.add("standardised", *x.tolist(), float(y))
-    t1 = rep.table(
-        "Forward pass and error signals, layer by layer",
-        ["layer", "neuron", "z", "a", "sigma'(z)", "W2^T delta2", "delta = dC/dz"],
-        note=f"Output: y = {float(y):.6f}, cost C = 1/2 (y - yhat)^2 = {float(cost):.6g}. "
-        f"Autograd's yhat differs from the hand one by {forward_diff:.1e}.",
-    )
-    for j in range(5):
-        t1.add(
-            "hidden", j + 1, float(z1[j]), float(a1[j]), float(sp[j]), float(back[j]), float(d1[j])
-        )
-    t1.add(
-        "output", 1, float(z2[0]), f"yhat = {float(yhat[0]):.4g}", "1 (linear)", "-", float(d2[0])
-    )
-    t2 = rep.table(
-        "Every gradient: by hand (delta times input) vs autograd (handprop's backward)",
-        ["parameter", "index", "by hand", "autograd", "difference"],
-        note=f"Largest difference {max_diff:.2e} (tolerance {TOLERANCE:g}). Backward nodes "
-        f"autograd ran: {' -> '.join(graph)}.",
-    )
-    for k in ("W2", "b2", "W1", "b1"):
-        hk, ak = hand[k], auto[k]
-        for idx in np.ndindex(*hk.shape):
-            t2.add(
-                k,
-                ",".join(str(i + 1) for i in idx),
-                float(hk[idx]),
-                float(ak[idx]),
-                float(hk[idx] - ak[idx]),
-            )
-
     # ---- one update: W ← W − η ∂C/∂W ------------------------------------------------------------------
     params = {
         "W1": net.linears[0].weight,
@@ -154,22 +117,122 @@ def run(out: Path, quick: bool = False, lr: float = 0.1, sample: int = 5, seed: 
         cost_after = float(F.quadratic_cost(net(x[None]), y[None], reduction="sum"))
         yhat_after = float(net(x[None]))
     g2 = float(sum(g.square().sum() for g in hand.values()))
-    t3 = rep.table(
-        f"One gradient-descent update, learning rate {lr}",
+    t = {k: v.tolist() for k, v in (("x", x), ("z1", z1), ("a1", a1), ("z2", z2))}
+    return plain(
+        {
+            "sample": sample,
+            "lr": lr,
+            "features": table.feature_names,
+            "raw": [*table.X[sample], table.y[sample]],
+            **t,
+            "y": float(y),
+            "sigma_prime": sp.tolist(),
+            "back": back.tolist(),
+            "delta1": d1.tolist(),
+            "yhat": float(yhat[0]),
+            "delta2": d2.tolist(),
+            "hand": {k: hand[k].tolist() for k in PARAMS},
+            "autograd": {k: auto[k].tolist() for k in PARAMS},
+            "diffs": diffs,
+            "max_abs_diff": max_diff,
+            "tolerance": TOLERANCE,
+            "forward_diff": forward_diff,
+            "cost_before": float(cost),
+            "cost_after": cost_after,
+            "yhat_after": yhat_after,
+            "predicted_change": -lr * g2,
+            "backward_nodes": graph,
+        }
+    )
+
+
+def tables(r: dict) -> list[Table]:
+    import numpy as np
+
+    t0 = Table(
+        f"House {r['sample']}: inputs standardised, price standardised (float64)",
+        ["", *r["features"], "price (target y)"],
+    )
+    t0.add("raw", *r["raw"])
+    t0.add("standardised", *r["x"], r["y"])
+    t1 = Table(
+        "Forward pass and error signals, layer by layer",
+        ["layer", "neuron", "z", "a", "sigma'(z)", "W2^T delta2", "delta = dC/dz"],
+        note=f"Output: y = {r['y']:.6f}, cost C = 1/2 (y - yhat)^2 = {r['cost_before']:.6g}. "
+        f"Autograd's yhat differs from the hand one by {r['forward_diff']:.1e}.",
+    )
+    for j in range(len(r["z1"])):
+        t1.add(
+            "hidden",
+            j + 1,
+            r["z1"][j],
+            r["a1"][j],
+            r["sigma_prime"][j],
+            r["back"][j],
+            r["delta1"][j],
+        )
+    t1.add("output", 1, r["z2"][0], f"yhat = {r['yhat']:.4g}", "1 (linear)", "-", r["delta2"][0])
+    t2 = Table(
+        "Every gradient: by hand (delta times input) vs autograd (handprop's backward)",
+        ["parameter", "index", "by hand", "autograd", "difference"],
+        note=f"Largest difference {r['max_abs_diff']:.2e} (tolerance {r['tolerance']:g}). "
+        f"Backward nodes autograd ran: {' -> '.join(r['backward_nodes'])}.",
+    )
+    for k in PARAMS:
+        hk, ak = np.asarray(r["hand"][k]), np.asarray(r["autograd"][k])
+        for idx in np.ndindex(*hk.shape):
+            t2.add(
+                k,
+                ",".join(str(i + 1) for i in idx),
+                float(hk[idx]),
+                float(ak[idx]),
+                float(hk[idx] - ak[idx]),
+            )
+    t3 = Table(
+        f"One gradient-descent update, learning rate {r['lr']}",
         ["", "yhat", "cost 1/2 (y - yhat)^2"],
         note=f"First-order prediction of the change: -lr * sum of squared gradients = "
-        f"{-lr * g2:.4g}; actual change {cost_after - float(cost):.4g}.",
+        f"{r['predicted_change']:.4g}; actual change {r['cost_after'] - r['cost_before']:.4g}.",
     )
-    t3.add("before", float(yhat[0]), float(cost))
-    t3.add("after", yhat_after, cost_after)
+    t3.add("before", r["yhat"], r["cost_before"])
+    t3.add("after", r["yhat_after"], r["cost_after"])
+    return [t0, t1, t2, t3]
 
-    # ---- figure ------------------------------------------------------------------------------------
+
+def _count(r: dict) -> int:
+    import numpy as np
+
+    return sum(int(np.asarray(r["hand"][k]).size) for k in PARAMS)
+
+
+def caption(r: dict) -> str:
+    lowers = r["cost_after"] < r["cost_before"]
+    d = r["max_abs_diff"]
+    agree = "agreeing exactly (every difference 0)" if d == 0 else f"agreeing to {at_most(d)}"
+    return (
+        f"All {_count(r)} gradients from the notes' equations (`δ_out = ŷ − y`, "
+        "`δ_hidden = W_outᵀ δ_out ⊙ σ'(z)`, `∂C/∂W = δ aᵀ`) sit on the diagonal against "
+        f"autograd's, {agree} in float64, and one "
+        f"update `W ← W − η ∂C/∂W` {'lowers' if lowers else 'does not lower'} the cost "
+        f"(from {r['cost_before']:.3g} to {r['cost_after']:.3g})."
+    )
+
+
+def draw(r: dict, out: Path) -> list[Path]:
+    import numpy as np
+    from matplotlib import colormaps
+
+    hand = {k: np.asarray(v) for k, v in r["hand"].items()}
+    auto = {k: np.asarray(v) for k, v in r["autograd"].items()}
+    names, x, a1, d1, d2 = r["features"], r["x"], r["a1"], r["delta1"], r["delta2"]
+    yhat, y, lr, max_diff = r["yhat"], r["y"], r["lr"], r["max_abs_diff"]
+    cost, cost_after = r["cost_before"], r["cost_after"]
     fig, axes = figure(13, 4.6, 1, 3, width_ratios=[1.9, 1, 0.7])
     ax = axes[0]
     pos_in = [(0.0, y0) for y0 in np.linspace(3, -3, 4)]
     pos_h = [(1.0, y0) for y0 in np.linspace(4, -4, 5)]
     pos_o = [(2.0, 0.0)]
-    gmax = {k: float(hand[k].abs().max()) for k in ("W1", "W2")}  # colours scaled per layer
+    gmax = {k: float(np.abs(hand[k]).max()) for k in ("W1", "W2")}  # colours scaled per layer
     cmap = colormaps["RdBu_r"]
 
     def edge(p, q, g, layer) -> None:  # noqa: ANN001
@@ -206,7 +269,7 @@ def run(out: Path, quick: bool = False, lr: float = 0.1, sample: int = 5, seed: 
         )
     ax.scatter(*pos_o[0], s=700, color="#fcbba1", ec="k", zorder=2)
     ax.annotate(
-        f"yhat={float(yhat[0]):+.3f}\ny={float(y):+.3f}\ndelta={float(d2[0]):+.3f}",
+        f"yhat={yhat:+.3f}\ny={y:+.3f}\ndelta={float(d2[0]):+.3f}",
         pos_o[0],
         xytext=(16, 0),
         textcoords="offset points",
@@ -221,13 +284,13 @@ def run(out: Path, quick: bool = False, lr: float = 0.1, sample: int = 5, seed: 
         fontsize=10,
     )
     ax = axes[1]
-    hv = np.concatenate([hand[k].flatten().numpy() for k in hand])
+    hv = np.concatenate([hand[k].flatten() for k in PARAMS])
     lim = 1.1 * float(np.abs(hv).max())
     ax.plot([-lim, lim], [-lim, lim], color="0.6", lw=1, ls="--")
-    for key, c in zip(hand, COLORS, strict=False):
+    for key, c in zip(PARAMS, COLORS, strict=False):
         ax.scatter(
-            hand[key].flatten().numpy(),
-            auto[key].flatten().numpy(),
+            hand[key].flatten(),
+            auto[key].flatten(),
             s=30,
             color=c,
             label=key,
@@ -246,17 +309,4 @@ def run(out: Path, quick: bool = False, lr: float = 0.1, sample: int = 5, seed: 
         ax.annotate(
             f"{v:.4f}", (i, v), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=9
         )
-    rep.figure(fig, "backprop.png")
-
-    rep.values.update(
-        {
-            "max_abs_diff": max_diff,
-            "diffs": diffs,
-            "forward_diff": forward_diff,
-            "cost_before": float(cost),
-            "cost_after": cost_after,
-            "backward_nodes": graph,
-            "hand": {k: v.tolist() for k, v in hand.items()},
-        }
-    )
-    return rep.finish()
+    return [save_figure(fig, out, "backprop.png")]

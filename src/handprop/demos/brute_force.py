@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from handprop.demos._common import COLORS, Report, figure
+from handprop.demos._figures import COLORS, figure, save_figure
+from handprop.demos._report import Table, plain
 
 SUMMARY = (
     "Brute force tries every weight on a grid; gradient descent walks downhill along the "
@@ -77,17 +78,15 @@ def _sci(log10: float) -> str:
     return f"10^{e}" if abs(m - 1) < 5e-3 else f"{m:.2g} x 10^{e}"
 
 
-def run(
-    out: Path, quick: bool = False, layers: str = "4-5-1", lr: float = 0.05, start: float = 9.0
+def compute(
+    quick: bool = False, layers: str = "4-5-1", lr: float = 0.05, start: float = 9.0
 ) -> dict:
-    import numpy as np
     import torch
 
     from handprop import functional as F
     from handprop.datasets import property_prices
 
     sizes = parse_layers(layers)
-    rep = Report("brute-force", out, SUMMARY)
     table = property_prices(n_samples=300 if quick else 2000, seed=0)
     x = torch.tensor(table.X[:, :1] / 1000, dtype=torch.float64)  # area, 1000 sq ft  (N, 1)
     y = torch.tensor(table.y[:, None] / 100, dtype=torch.float64)  # price, $100k      (N, 1)
@@ -97,8 +96,6 @@ def run(
     yhat = F.linear(x, grid[:, None])  # (N, 1000): column k is ŷ for w = grid[k]
     costs = F.quadratic_cost(yhat, y.expand_as(yhat), reduction="none").mean(0)
     k = int(costs.argmin())
-    w_grid, c_grid = float(grid[k]), float(costs[k])
-    step = float(grid[1] - grid[0])
 
     # ---- gradient descent: w ← w − η ∂C/∂w, the gradient from handprop's backward ------------
     w = torch.tensor([[start]], dtype=torch.float64, requires_grad=True)
@@ -111,24 +108,46 @@ def run(
             w -= lr * g
         if abs(lr * float(g)) < 1e-7:
             break
-    w_gd = float(w.detach())
-    c_gd = float(F.quadratic_cost(F.linear(x, w.detach()), y))
-    steps = len(path)
+    values_per_weight = len(grid)  # the grid above: 1000 values per weight
+    return plain(
+        {
+            "grid": grid.tolist(),
+            "grid_costs": costs.tolist(),
+            "grid_min_index": k,
+            "grid_min_w": float(grid[k]),
+            "grid_min_cost": float(costs[k]),
+            "grid_step": float(grid[1] - grid[0]),
+            "grid_evaluations": len(grid),
+            "lr": lr,
+            "start": start,
+            "gd_path": {"w": [p[0] for p in path], "cost": [p[1] for p in path]},
+            "gd_w": float(w.detach()),
+            "gd_cost": float(F.quadratic_cost(F.linear(x, w.detach()), y)),
+            "gd_steps": len(path),
+            "network": brute_force_cost(sizes, values_per_weight),
+            "one_weight": brute_force_cost([1, 1], values_per_weight),
+        }
+    )
 
-    t1 = rep.table(
+
+def tables(r: dict) -> list[Table]:
+    step, w_grid, w_gd = r["grid_step"], r["grid_min_w"], r["gd_w"]
+    grid = r["grid"]
+    t1 = Table(
         "One weight: brute force vs gradient descent (price = w x area)",
         ["method", "cost evaluations", "w found", "cost at w", "$ per sq ft"],
-        note=f"Grid: {len(grid)} weights from {float(grid[0]):.2f} to {float(grid[-1]):.2f} in "
-        f"steps of {step:.2f}. Gradient descent: start w = {start}, learning rate {lr}; it "
-        f"lands {abs(w_gd - w_grid):.4f} from the grid's minimum (one grid step is {step:.2f}).",
+        note=f"Grid: {len(grid)} weights from {grid[0]:.2f} to {grid[-1]:.2f} in "
+        f"steps of {step:.2f}. Gradient descent: start w = {r['start']}, learning rate "
+        f"{r['lr']}; it lands {abs(w_gd - w_grid):.4f} from the grid's minimum (one grid step "
+        f"is {step:.2f}).",
     )
-    t1.add("brute force (grid)", len(grid), w_grid, c_grid, w_grid * 100)
-    t1.add("gradient descent", steps, w_gd, c_gd, w_gd * 100)
+    t1.add("brute force (grid)", r["grid_evaluations"], w_grid, r["grid_min_cost"], w_grid * 100)
+    t1.add("gradient descent", r["gd_steps"], w_gd, r["gd_cost"], w_gd * 100)
 
-    # ---- the notes' arithmetic for a network --------------------------------------------------
-    values_per_weight = len(grid)  # the grid above: 1000 values per weight
-    bf = brute_force_cost(sizes, values_per_weight)
-    t2 = rep.table(
+    bf = r["network"]
+    sizes = parse_layers(bf["layers"])
+    vpw = bf["values_per_weight"]
+    t2 = Table(
         f"Brute force for a {bf['layers']} network at 93 PFLOP/s",
         ["quantity", "value", "how"],
         note="One combination per floating-point operation, as the notes count (a generous "
@@ -136,26 +155,52 @@ def run(
     )
     w_terms = " + ".join(f"{a}x{b}" for a, b in zip(sizes[:-1], sizes[1:], strict=True))
     t2.add("weights", bf["weights"], f"{w_terms} (biases, not counted: {bf['biases']})")
-    t2.add("values per weight", values_per_weight, "the grid above")
-    t2.add(
-        "combinations",
-        _sci(bf["log10_combinations"]),
-        f"{values_per_weight}^{bf['weights']}",
-    )
+    t2.add("values per weight", vpw, "the grid above")
+    t2.add("combinations", _sci(bf["log10_combinations"]), f"{vpw}^{bf['weights']}")
     t2.add("seconds", _sci(bf["log10_seconds"]), "combinations / 93e15 per s")
     t2.add("years", _sci(bf["log10_years"]), "seconds / 31,557,600")
     t2.add("ages of the universe", _sci(bf["log10_universe_ages"]), "years / 1.38e10")
-    one = brute_force_cost([1, 1], values_per_weight)
     t2.add(
         "the one-weight grid",
-        f"{10 ** one['log10_seconds']:.2g} s",
-        f"{values_per_weight} combinations / 93e15 per s",
+        f"{10 ** r['one_weight']['log10_seconds']:.2g} s",
+        f"{vpw} combinations / 93e15 per s",
+    )
+    return [t1, t2]
+
+
+def _html_power(log10: float) -> str:
+    """``10^x`` for the README: ``3×10<sup>50</sup>``, or ``10<sup>58</sup>`` when m ≈ 1."""
+    e = math.floor(log10 + 1e-12)
+    m = 10 ** (log10 - e)
+    if round(m) >= 10:
+        e, m = e + 1, m / 10
+    return f"10<sup>{e}</sup>" if round(m) == 1 else f"{m:.0f}×10<sup>{e}</sup>"
+
+
+def caption(r: dict) -> str:
+    bf = r["network"]
+    return (
+        f"Left: gradient descent walks down to the grid's minimum (w = {r['gd_w']:.2f}; the "
+        f"grid's best is {r['grid_min_w']:.2f}) in {r['gd_steps']} steps instead of "
+        f"{r['grid_evaluations']} evaluations; right: {bf['layers']} has {bf['weights']} "
+        f"weights, {bf['values_per_weight']}<sup>{bf['weights']}</sup> = "
+        f"{_html_power(bf['log10_combinations'])} combinations, "
+        f"~{_html_power(bf['log10_seconds'])} s = ~{_html_power(bf['log10_years'])} years at "
+        f"93 PFLOP/s, while the universe is {UNIVERSE_YEARS / 1e10:.2g}×10<sup>10</sup> years "
+        "old."
     )
 
-    # ---- figures ------------------------------------------------------------------------------
+
+def draw(r: dict, out: Path) -> list[Path]:
+    import numpy as np
+
+    grid, costs = np.asarray(r["grid"]), np.asarray(r["grid_costs"])
+    k, w_grid, c_grid, w_gd = r["grid_min_index"], r["grid_min_w"], r["grid_min_cost"], r["gd_w"]
+    bf = r["network"]
+    values_per_weight = bf["values_per_weight"]
     fig, axes = figure(10, 4, 1, 2, width_ratios=[1.15, 1])
     ax = axes[0]
-    ax.plot(grid.numpy(), costs.numpy(), color=COLORS[0], lw=2, label="cost on the grid (1000 w)")
+    ax.plot(grid, costs, color=COLORS[0], lw=2, label="cost on the grid (1000 w)")
     ax.plot(
         [w_grid],
         [c_grid],
@@ -166,7 +211,8 @@ def run(
         mew=2,
         label=f"grid minimum w = {w_grid:.2f}",
     )
-    pw, pc = np.array([p[0] for p in path]), np.array([p[1] for p in path])
+    pw, pc = np.asarray(r["gd_path"]["w"]), np.asarray(r["gd_path"]["cost"])
+    steps = r["gd_steps"]
     ax.plot(pw, pc, "-o", color=COLORS[1], ms=4, lw=1, label=f"gradient descent ({steps} steps)")
     ax.annotate(
         "start", (pw[0], pc[0]), xytext=(-8, -16), textcoords="offset points", color=COLORS[1]
@@ -178,7 +224,7 @@ def run(
     ax.legend(fontsize=8, loc="upper center")
     inset = ax.inset_axes([0.56, 0.13, 0.4, 0.33])
     lo, hi = max(0, k - 12), min(len(grid), k + 13)
-    inset.plot(grid[lo:hi].numpy(), costs[lo:hi].numpy(), "o-", color=COLORS[0], ms=3, lw=1)
+    inset.plot(grid[lo:hi], costs[lo:hi], "o-", color=COLORS[0], ms=3, lw=1)
     inset.axvline(w_gd, color=COLORS[1], lw=1.5)
     inset.set_title("near the minimum: grid (dots), GD (red)", fontsize=7)
     inset.tick_params(labelsize=6)
@@ -207,16 +253,4 @@ def run(
     ax.set_ylabel("log10(years to try every combination)")
     ax.set_title("brute force at 93 PFLOP/s", fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
-    rep.figure(fig, "brute_force.png")
-
-    rep.values.update(
-        {
-            "grid_min_w": w_grid,
-            "grid_step": step,
-            "gd_w": w_gd,
-            "gd_steps": steps,
-            "grid_evaluations": len(grid),
-            "network": bf,
-        }
-    )
-    return rep.finish()
+    return [save_figure(fig, out, "brute_force.png")]

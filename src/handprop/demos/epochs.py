@@ -18,16 +18,9 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from handprop.demos._common import (
-    COLORS,
-    Report,
-    build,
-    compose,
-    figure,
-    loss_function,
-    plain_log,
-    threads,
-)
+from handprop.demos._figures import COLORS, figure, plain_log, save_figure
+from handprop.demos._report import Table, at_most, plain
+from handprop.demos._training import build, compose, loss_function, threads, train_run
 
 SUMMARY = (
     "One epoch = every row once, through the same weights; with batch gradient descent the "
@@ -37,14 +30,12 @@ SUMMARY = (
 
 
 def _trainer_costs(cfg) -> dict[int, float]:  # noqa: ANN001
-    """Run ``handprop.run.train`` on ``cfg`` in a scratch directory and return its
+    """Run ``handprop-train`` on ``cfg`` in a scratch directory and return its
     ``train/epoch_loss`` per epoch from the CSV logger."""
-    from handprop.run import train
-
     with tempfile.TemporaryDirectory(prefix="handprop-demo-") as tmp:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            train(cfg, Path(tmp))
+            train_run(cfg, Path(tmp))
         costs = {}
         with open(Path(tmp) / "csv" / "metrics.csv", newline="") as fh:
             for row in csv.DictReader(fh):
@@ -54,11 +45,10 @@ def _trainer_costs(cfg) -> dict[int, float]:  # noqa: ANN001
     return costs
 
 
-def run(out: Path, quick: bool = False, trainer: bool = True) -> dict:
+def compute(quick: bool = False, trainer: bool = True) -> dict:
     import numpy as np
     import torch
 
-    rep = Report("epochs", out, SUMMARY)
     epochs = 60 if quick else 200
     cfg = compose(
         "experiment=students",
@@ -101,12 +91,33 @@ def run(out: Path, quick: bool = False, trainer: bool = True) -> dict:
     common = [e for e in range(epochs) if e in trained]
     rel = max((abs(trained[e] - cost[e]) / cost[e] for e in common), default=float("nan"))
 
-    # ---- tables ------------------------------------------------------------------------------------
     t = dm.table
     rows = dm.indices["train"]
-    ys, yt = float(dm.y_scaler.scale[0]), float(dm.y_scaler.shift[0])
-    to_score = lambda v: v * ys + yt  # noqa: E731  standardised → exam points
-    t1 = rep.table(
+    return plain(
+        {
+            "epochs": epochs,
+            "cost": cost,
+            "cost_final": cost_final,
+            "trainer_cost": [trained[e] for e in common],
+            "trainer_epochs": common,
+            "max_rel_diff_vs_trainer": rel,
+            "per_student_cost": per_row,
+            "predicted": yhat,  # standardised, (epochs + 1, 8)
+            "students": t.X[rows],
+            "scores": t.y[rows],
+            "y_scale": float(dm.y_scaler.scale[0]),
+            "y_shift": float(dm.y_scaler.shift[0]),
+        }
+    )
+
+
+def tables(r: dict) -> list[Table]:
+    import numpy as np
+
+    epochs = r["epochs"]
+    per_row, yhat = np.asarray(r["per_student_cost"]), np.asarray(r["predicted"])
+    to_score = lambda v: v * r["y_scale"] + r["y_shift"]  # noqa: E731  standardised → points
+    t1 = Table(
         "The eight students: the same weights predict every row",
         [
             "student",
@@ -121,31 +132,59 @@ def run(out: Path, quick: bool = False, trainer: bool = True) -> dict:
         ],
         note="Costs are 1/2 (y - yhat)^2 on the standardised exam score, as the network sees it.",
     )
-    for i, r in enumerate(rows):
+    for i, (x, score) in enumerate(zip(r["students"], r["scores"], strict=True)):
         t1.add(
             i + 1,
-            *np.round(t.X[r], 1).tolist(),
-            round(float(t.y[r]), 1),
+            *np.round(x, 1).tolist(),
+            round(float(score), 1),
             to_score(yhat[0, i]),
             to_score(yhat[-1, i]),
             per_row[0, i],
             per_row[-1, i],
         )
-    t2 = rep.table(
+    trained = dict(zip(r["trainer_epochs"], r["trainer_cost"], strict=True))
+    t2 = Table(
         "Cost per epoch (mean over the 8 rows, before that epoch's update)",
         ["epoch", "this loop", "handprop-train experiment=students"],
         note=(
-            f"Largest relative difference between the two: {rel:.1e} (float32, different "
-            "summation order). Config: batch GD, SGD lr 0.05, MLP 3-3-1, cost quadratic."
+            f"Largest relative difference between the two: {r['max_rel_diff_vs_trainer']:.1e} "
+            "(float32, different summation order). Config: batch GD, SGD lr 0.05, MLP 3-3-1, "
+            "cost quadratic."
             if trained
             else "Trainer run skipped."
         ),
     )
     shown = sorted({1, 2, 3, 5, 10, 20, 50, 100, 200, epochs} & set(range(1, epochs + 1)))
     for e in shown:
-        t2.add(e, cost[e - 1], trained.get(e - 1, "-"))
+        t2.add(e, r["cost"][e - 1], trained.get(e - 1, "-"))
+    return [t1, t2]
 
-    # ---- figure ------------------------------------------------------------------------------------
+
+def caption(r: dict) -> str:
+    cost = r["cost"]
+    falls = all(b <= a for a, b in zip(cost, cost[1:], strict=False))
+    text = (
+        "The same weights predict all eight students; each epoch averages their costs and "
+        f"updates once, and the cost {'falls epoch by epoch' if falls else 'falls overall'}, "
+        f"from {cost[0]:.3g} to {r['cost_final']:.3g} in {r['epochs']} epochs"
+    )
+    if r["trainer_cost"]:
+        text += (
+            " — the same curve in the hand loop and in `handprop-train experiment=students` "
+            f"(circles), within {at_most(r['max_rel_diff_vs_trainer'])} relative"
+        )
+    return text + "."
+
+
+def draw(r: dict, out: Path) -> list[Path]:
+    import numpy as np
+
+    epochs, cost = r["epochs"], r["cost"]
+    per_row, yhat = np.asarray(r["per_student_cost"]), np.asarray(r["predicted"])
+    trained = dict(zip(r["trainer_epochs"], r["trainer_cost"], strict=True))
+    common = r["trainer_epochs"]
+    actual = np.asarray(r["scores"])
+    to_score = lambda v: v * r["y_scale"] + r["y_shift"]  # noqa: E731
     fig, axes = figure(13, 4, 1, 3, width_ratios=[1, 1, 1.1])
     ax = axes[0]
     ep = np.arange(1, epochs + 1)
@@ -169,7 +208,7 @@ def run(out: Path, quick: bool = False, trainer: bool = True) -> dict:
     ax.set_title("the cost, epoch by epoch", fontsize=10)
     ax.legend(fontsize=8)
     ax = axes[1]
-    err = to_score(yhat) - t.y[dm.indices["train"]][None, :]  # (epochs + 1, 8), exam points
+    err = to_score(yhat) - actual[None, :]  # (epochs + 1, 8), exam points
     for i in range(err.shape[1]):
         ax.plot(
             np.arange(len(err)) + 1,
@@ -186,7 +225,6 @@ def run(out: Path, quick: bool = False, trainer: bool = True) -> dict:
     ax.legend(fontsize=7, ncols=2)
     ax = axes[2]
     idx = np.arange(per_row.shape[1])
-    actual = t.y[rows]
     ax.bar(idx, actual, color="0.85", label="actual score")
     marks = sorted({0, min(9, epochs - 1), min(49, epochs - 1), epochs})
     for k, e in enumerate(marks):
@@ -205,16 +243,4 @@ def run(out: Path, quick: bool = False, trainer: bool = True) -> dict:
     ax.set_ylim(max(0, lo - 10), 114)
     ax.set_title("predictions move towards the scores", fontsize=10)
     ax.legend(fontsize=7, loc="upper center", ncols=3, title="predicted at", title_fontsize=7)
-    rep.figure(fig, "epochs.png")
-
-    rep.values.update(
-        {
-            "epochs": epochs,
-            "cost": cost,
-            "cost_final": cost_final,
-            "trainer_cost": [trained[e] for e in common],
-            "max_rel_diff_vs_trainer": rel,
-            "per_student_cost": per_row.tolist(),
-        }
-    )
-    return rep.finish()
+    return [save_figure(fig, out, "epochs.png")]

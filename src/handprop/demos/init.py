@@ -7,9 +7,10 @@ hidden neuron computes the same thing, receives the same gradient and takes the 
 all five stay identical: the layer is one neuron, five times. Random weights make them differ
 from the first step on.
 
-Run in float64: the matrix products do not round every neuron's column in exactly the same
-order, and the symmetric state is a saddle, so rounding differences (~1e-16) slowly grow. The
-figure shows that too; they stay far below anything that matters for many epochs.
+Run in float64. The symmetric state is a saddle, so any rounding difference between the
+neurons' columns would grow; whether one appears depends on how the matrix products round
+(the results record the largest difference after every update, and the figure and caption
+say what it was).
 
 With ReLU hidden units a zero start is worse still: ReLU'(0) = 0, so no error reaches the
 hidden weights at all (shown in the table).
@@ -19,16 +20,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from handprop.demos._common import (
-    COLORS,
-    Report,
-    compose,
-    figure,
-    integer_ticks,
-    plain_log,
-    run_config,
-    threads,
-)
+from handprop.demos._figures import COLORS, figure, integer_ticks, plain_log, save_figure
+from handprop.demos._report import Table, plain
+from handprop.demos._training import compose, run_config, threads
 
 SUMMARY = (
     "Start every weight at zero and the hidden neurons are clones: same output, same "
@@ -45,16 +39,19 @@ def spread(W) -> float:  # noqa: ANN001
     return float((W[:, None, :] - W[None, :, :]).abs().max())
 
 
-def run(out: Path, quick: bool = False) -> dict:
+RUNS = (*INITS, "zeros-relu")
+WINDOW = 15  # houses per moving average in the activation panels
+
+
+def compute(quick: bool = False) -> dict:
     import numpy as np
     import torch
 
-    rep = Report("init", out, SUMMARY)
     epochs = 12 if quick else 30
     n = 600 if quick else 2000
-    runs = {}
+    r: dict = {"epochs": epochs}
     with threads(1):
-        for init in (*INITS, "zeros-relu"):
+        for init in RUNS:
             scheme, act = ("zeros", "relu") if init == "zeros-relu" else (init, "sigmoid")
             cfg = compose(
                 f"model.init={scheme}",
@@ -64,10 +61,41 @@ def run(out: Path, quick: bool = False) -> dict:
             )
             track = lambda net: spread(net.linears[0].weight.detach())  # noqa: E731
             h, dm, model = run_config(cfg, epochs=epochs, dtype=torch.float64, track=track)
-            runs[init] = (h, dm, model)
-    values: dict = {}
-    t = rep.table(
-        f"4-5-1 on property prices, Adam, mini-batch 32, {epochs} epochs",
+            net = model.net
+            W0 = h.initial["layers.0.weight"]
+            W = net.linears[0].weight.detach()
+            Wo = net.linears[1].weight.detach()
+            distinct = 1 + sum(
+                bool((W[i] - W[:i]).abs().amax(1).min() > 1e-6) for i in range(1, W.shape[0])
+            )
+            # Each hidden neuron's output over the validation houses, cheapest to dearest,
+            # as a moving average of WINDOW houses.
+            Xv, yv = dm.split("val")
+            with torch.no_grad():
+                A = net.layers[1](net.layers[0](Xv.double())).numpy()
+            order = np.argsort(yv.numpy()[:, 0])
+            kernel = np.ones(WINDOW) / WINDOW
+            smooth = [np.convolve(A[order, k], kernel, mode="valid") for k in range(A.shape[1])]
+            r[init] = {
+                "activation": act,
+                "spread_start": spread(W0),
+                "spread_end": spread(W),
+                "spread_max": max(h.step_params),
+                "spread_per_update": h.step_params,
+                "output_spread_end": spread(Wo.T),
+                "final_cost": h.final,
+                "distinct_neurons": distinct,
+                "hidden_weights": W.tolist(),
+                "cost": h.epoch_train,
+                "activations_by_price": smooth,
+            }
+    r["features"] = dm.table.feature_names
+    return plain(r)
+
+
+def tables(r: dict) -> list[Table]:
+    t = Table(
+        f"4-5-1 on property prices, Adam, mini-batch 32, {r['epochs']} epochs",
         [
             "init",
             "hidden",
@@ -81,41 +109,64 @@ def run(out: Path, quick: bool = False) -> dict:
         "weights; 0 means the five neurons are one neuron copied. 'distinct neurons': rows of "
         "the hidden weight matrix that differ by more than 1e-6. Float64 throughout.",
     )
-    for init, (h, _, model) in runs.items():
-        W0 = h.initial["layers.0.weight"]
-        W = model.net.linears[0].weight.detach()
-        Wo = model.net.linears[1].weight.detach()
-        distinct = 1 + sum(
-            bool((W[i] - W[:i]).abs().amax(1).min() > 1e-6) for i in range(1, W.shape[0])
-        )
-        act = "ReLU" if init == "zeros-relu" else "sigmoid"
+    for init in RUNS:
+        v = r[init]
         t.add(
-            init if init != "zeros-relu" else "zeros",
-            act,
-            spread(W0),
-            spread(W),
-            spread(Wo.T),
-            h.final,
-            distinct,
+            "zeros" if init == "zeros-relu" else init,
+            "ReLU" if v["activation"] == "relu" else v["activation"],
+            v["spread_start"],
+            v["spread_end"],
+            v["output_spread_end"],
+            v["final_cost"],
+            v["distinct_neurons"],
         )
-        values[init] = {
-            "spread_start": spread(W0),
-            "spread_end": spread(W),
-            "output_spread_end": spread(Wo.T),
-            "final_cost": h.final,
-            "distinct_neurons": distinct,
-            "hidden_weights": W.tolist(),
-            "cost": h.epoch_train,
-        }
+    return [t]
 
-    # ---- figure -------------------------------------------------------------------------------
-    names = runs["zeros"][1].table.feature_names
-    short = [s.split("_")[0] for s in names]
+
+def _zeros_note(v: dict) -> str:
+    """What the zero start's spread did, in words: exactly 0 throughout, or how large the
+    rounding differences became."""
+    if v["spread_max"] == 0:
+        return "exactly 0 after every update"
+    return f"0 at the start, at most {v['spread_max']:.0e} later (float rounding)"
+
+
+def _late_drop(cost: list[float]) -> float:
+    """How much the cost fell over the last third of the epochs, as a fraction."""
+    start = cost[len(cost) - len(cost) // 3 - 1]
+    return (start - cost[-1]) / start
+
+
+def caption(r: dict) -> str:
+    z = r["zeros"]
+    if z["distinct_neurons"] != 1:
+        return (
+            "With zero weights the hidden neurons did not stay identical here: "
+            f"{z['distinct_neurons']} distinct neurons after {r['epochs']} epochs."
+        )
+    rand = [r[k] for k in ("normal", "xavier")]
+    five = all(v["distinct_neurons"] == 5 for v in rand)
+    drop = _late_drop(z["cost"])
+    drops = " and ".join(f"{100 * _late_drop(v['cost']):.0f} %" for v in rand)
+    return (
+        "With zero weights the five hidden neurons keep identical weights and draw one curve "
+        f"five times (the largest difference between them is {_zeros_note(z)}), and the cost "
+        f"{'stalls' if drop < 0.05 else 'falls slowly'} at {z['final_cost']:.2g}: "
+        f"{100 * drop:.0f} % lower over the last third of the epochs, against "
+        f"{drops} from random "
+        f"starts, which give {'five different neurons' if five else 'neurons that differ'} and "
+        f"a cost at least {z['final_cost'] / max(v['final_cost'] for v in rand):.1f}× lower."
+    )
+
+
+def draw(r: dict, out: Path) -> list[Path]:
+    import numpy as np
+
+    short = [s.split("_")[0] for s in r["features"]]
     fig, axes = figure(12, 6.4, 2, 3, width_ratios=[1.1, 1.1, 1])
     for row, init in enumerate(("zeros", "xavier")):
-        h, dm, model = runs[init]
-        net = model.net
-        W = net.linears[0].weight.detach().numpy()
+        v = r[init]
+        W = np.asarray(v["hidden_weights"])
         ax = axes[row, 0]
         x = np.arange(len(short))
         for k in range(W.shape[0]):
@@ -126,44 +177,34 @@ def run(out: Path, quick: bool = False) -> dict:
         ax.set_title(f"{LABEL[init]}: hidden weights after training", fontsize=10)
         if row == 0:
             ax.legend(fontsize=7, ncols=2)
-        # activations of each hidden neuron over the validation houses, sorted by price
-        Xv, yv = dm.split("val")
-        with torch.no_grad():
-            A = net.layers[1](net.layers[0](Xv.double())).numpy()
-        order = np.argsort(yv.numpy()[:, 0])
-        win = 15
-        smooth = np.stack(
-            [np.convolve(A[order, k], np.ones(win) / win, mode="valid") for k in range(A.shape[1])],
-            1,
-        )
         ax = axes[row, 1]
-        for k in range(A.shape[1]):
+        for k, curve in enumerate(v["activations_by_price"]):
             ax.plot(
-                smooth[:, k],
+                curve,
                 color=COLORS[k],
                 lw=1.2 if init == "zeros" else 1,
                 ls=(0, (4, 2 + k)) if init == "zeros" else "-",
                 label=f"neuron {k + 1}",
             )
-        ax.set_xlabel(f"validation houses, cheapest to dearest (mean of {win})")
+        ax.set_xlabel(f"validation houses, cheapest to dearest (mean of {WINDOW})")
         ax.set_ylabel("hidden activation a = sigmoid(z)")
+        one = v["distinct_neurons"] == 1
         ax.set_title(
             "each neuron's output: "
-            + ("one curve, five times" if init == "zeros" else "five different curves"),
+            + ("one curve, five times" if one else "five different curves"),
             fontsize=10,
         )
         ax.set_ylim(-0.02, 1.02)
     ax = axes[0, 2]
-    for k, init in enumerate((*INITS, "zeros-relu")):
-        h = runs[init][0]
-        lab = LABEL.get(init, "zeros, ReLU hidden units")
+    for k, init in enumerate(RUNS):
+        cost = r[init]["cost"]
         ax.plot(
-            range(1, len(h.epoch_train) + 1),
-            h.epoch_train,
+            range(1, len(cost) + 1),
+            cost,
             color=COLORS[k],
             lw=2,
             ls="--" if init == "zeros-relu" else "-",
-            label=lab,
+            label=LABEL.get(init, "zeros, ReLU hidden units"),
         )
     ax.set_yscale("log")
     plain_log(ax)
@@ -175,7 +216,7 @@ def run(out: Path, quick: bool = False) -> dict:
     ax = axes[1, 2]
     floor = 1e-17  # exactly 0 drawn here (a log axis has no 0)
     for k, init in enumerate(INITS):
-        sp = np.maximum(np.asarray(runs[init][0].step_params, dtype=float), floor)
+        sp = np.maximum(np.asarray(r[init]["spread_per_update"], dtype=float), floor)
         ax.plot(np.arange(len(sp)), sp, color=COLORS[k], lw=1.5, label=LABEL[init])
     ax.set_yscale("log")
     ax.set_ylim(floor / 3, 30)
@@ -184,7 +225,7 @@ def run(out: Path, quick: bool = False) -> dict:
         "1e-6", (0, 1e-6), xytext=(2, 3), textcoords="offset points", fontsize=7, color="0.4"
     )
     ax.annotate(
-        "zeros: exactly 0, then rounding\nnoise (float64) slowly growing",
+        f"zeros: {_zeros_note(r['zeros'])}\n(drawn at 1e-17: a log axis has no 0)",
         (0.03, 0.2),
         xycoords="axes fraction",
         fontsize=7,
@@ -194,7 +235,4 @@ def run(out: Path, quick: bool = False) -> dict:
     ax.set_ylabel("largest difference between neurons")
     ax.set_title("how different the 5 hidden neurons are", fontsize=10)
     ax.legend(fontsize=7, loc="center right")
-    rep.figure(fig, "init.png")
-
-    rep.values.update(values)
-    return rep.finish()
+    return [save_figure(fig, out, "init.png")]

@@ -13,17 +13,17 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from handprop.demos._common import (
+from handprop.demos._figures import (
     COLORS,
-    Report,
-    compose,
     figure,
+    finite,
     integer_ticks,
     log_axis_limits,
     plain_log,
-    run_config,
-    threads,
+    save_figure,
 )
+from handprop.demos._report import Table, plain, two
+from handprop.demos._training import compose, run_config, threads
 
 SUMMARY = (
     "Start high, then decay: a constant rate that is fast at first keeps bouncing at the end; "
@@ -36,13 +36,15 @@ SCHEDULES = ("none", "step", "exponential", "cosine", "inverse_sqrt", "plateau")
 BATCH_SIZES = (8, 32, 128, 512)
 
 
-def run(out: Path, quick: bool = False, lr: float = 0.4) -> dict:
+BASE_LR = 0.05  # the linear scaling rule's rate at batch 32
+
+
+def compute(quick: bool = False, lr: float = 0.4) -> dict:
     import numpy as np
 
-    rep = Report("lr-schedules", out, SUMMARY)
     epochs = 30 if quick else 60
     n = 600 if quick else 2000
-    runs = {}
+    r: dict = {"lr": lr, "epochs": epochs, "schedules": {}}
     with threads(1):
         for s in SCHEDULES:
             cfg = compose(
@@ -53,10 +55,44 @@ def run(out: Path, quick: bool = False, lr: float = 0.4) -> dict:
                 f"data.n_samples={n}",
             )
             h, _, _ = run_config(cfg)
-            runs[s] = h
+            tail = np.log(np.asarray(h.epoch_train[-(len(h.epoch_train) // 3) :]))
+            bounce = float(np.std(np.diff(tail))) if np.all(np.isfinite(tail)) else math.inf
+            r["schedules"][s] = {
+                "scheduler": h.scheduler,
+                "lr": h.lr,
+                "train": h.epoch_train,
+                "val": h.epoch_val,
+                "bounce": bounce,
+            }
 
-    t1 = rep.table(
-        f"Schedules: 4-5-1 on property prices, SGD from lr {lr}, mini-batch 32, {epochs} epochs",
+    # ---- linear scaling rule ----------------------------------------------------------------------
+    scale_epochs = 12 if quick else 30
+    r["scale_epochs"], r["base_lr"], r["scaling"] = scale_epochs, BASE_LR, {}
+    with threads(1):
+        for b in BATCH_SIZES:
+            row = {}
+            for scaled in (False, True):
+                cfg = compose(
+                    "optimizer=sgd",
+                    f"optimizer.lr={BASE_LR}",
+                    f"gd.batch_size={b}",
+                    f"gd.lr_scaling={str(scaled).lower()}",
+                    f"data.n_samples={n}",
+                )
+                h, _, model = run_config(cfg, epochs=scale_epochs)
+                key = "scaled" if scaled else "fixed"
+                row[f"lr_{key}"] = float(model.optimizer_fn.keywords["lr"])
+                row[f"cost_{key}"] = h.final
+                row[f"curve_{key}"] = h.epoch_train
+                row["updates_per_epoch"] = h.updates_per_epoch
+            r["scaling"][b] = row
+    return plain(r)
+
+
+def tables(r: dict) -> list[Table]:
+    t1 = Table(
+        f"Schedules: 4-5-1 on property prices, SGD from lr {r['lr']}, mini-batch 32, "
+        f"{r['epochs']} epochs",
         [
             "schedule",
             "scheduler class",
@@ -72,38 +108,19 @@ def run(out: Path, quick: bool = False, lr: float = 0.4) -> dict:
         "x0.95 per epoch, cosine to 0 over the run, inverse_sqrt lr/sqrt(t+1), plateau halves "
         "after 5 epochs without a better validation cost.",
     )
-    values: dict = {"schedules": {}}
     for s in SCHEDULES:
-        h = runs[s]
-        tail = np.log(np.asarray(h.epoch_train[-(len(h.epoch_train) // 3) :]))
-        bounce = float(np.std(np.diff(tail))) if np.all(np.isfinite(tail)) else math.inf
-        t1.add(s, h.scheduler or "-", h.lr[0], h.lr[-1], h.final, h.epoch_val[-1], bounce)
-        values["schedules"][s] = {
-            "scheduler": h.scheduler,
-            "lr": h.lr,
-            "train": h.epoch_train,
-            "val": h.epoch_val,
-            "bounce": bounce,
-        }
-
-    # ---- linear scaling rule ----------------------------------------------------------------------
-    scale_epochs = 12 if quick else 30
-    base_lr = 0.05
-    scaling = {}
-    with threads(1):
-        for scaled in (False, True):
-            for b in BATCH_SIZES:
-                cfg = compose(
-                    "optimizer=sgd",
-                    f"optimizer.lr={base_lr}",
-                    f"gd.batch_size={b}",
-                    f"gd.lr_scaling={str(scaled).lower()}",
-                    f"data.n_samples={n}",
-                )
-                h, dm, model = run_config(cfg, epochs=scale_epochs)
-                scaling[scaled, b] = (float(model.optimizer_fn.keywords["lr"]), h)
-    t2 = rep.table(
-        f"Linear scaling rule: SGD, {scale_epochs} epochs, base lr {base_lr} at batch 32",
+        v = r["schedules"][s]
+        t1.add(
+            s,
+            v["scheduler"] or "-",
+            v["lr"][0],
+            v["lr"][-1],
+            v["train"][-1],
+            v["val"][-1],
+            v["bounce"],
+        )
+    t2 = Table(
+        f"Linear scaling rule: SGD, {r['scale_epochs']} epochs, base lr {r['base_lr']} at batch 32",
         [
             "batch size",
             "updates / epoch",
@@ -112,39 +129,79 @@ def run(out: Path, quick: bool = False, lr: float = 0.4) -> dict:
             "lr (scaled)",
             "train cost (scaled)",
         ],
-        note="gd.lr_scaling=true multiplies the rate by B / 32 (handprop.train.build_model). "
+        note="gd.lr_scaling=true multiplies the rate by B / 32 (handprop.build.plan). "
         "A B-times bigger batch makes B times fewer updates; a B-times bigger step makes up "
         "for it — while the step stays below the stability limit.",
     )
-    values["scaling"] = {}
     for b in BATCH_SIZES:
-        lr_f, hf = scaling[False, b]
-        lr_s, hs = scaling[True, b]
+        v = r["scaling"][str(b)]
+        cost = v["cost_scaled"]
         t2.add(
             b,
-            hf.updates_per_epoch,
-            lr_f,
-            hf.final,
-            lr_s,
-            hs.final if math.isfinite(hs.final) else "diverged",
+            v["updates_per_epoch"],
+            v["lr_fixed"],
+            v["cost_fixed"],
+            v["lr_scaled"],
+            cost if math.isfinite(cost) else "diverged",
         )
-        values["scaling"][b] = {
-            "lr_fixed": lr_f,
-            "cost_fixed": hf.final,
-            "lr_scaled": lr_s,
-            "cost_scaled": hs.final,
-            "updates_per_epoch": hf.updates_per_epoch,
-        }
+    return [t1, t2]
 
-    # ---- figures ------------------------------------------------------------------------------------
+
+def settled(r: dict) -> list[str]:
+    """The decaying schedules whose cost settled: over the last third it jumps from epoch to
+    epoch less than a fifth as much as under the constant rate."""
+    sch = r["schedules"]
+    return [s for s in SCHEDULES[1:] if 5 * sch[s]["bounce"] < sch["none"]["bounce"]]
+
+
+def caption(r: dict) -> str:
+    sch = r["schedules"]
+    calm = settled(r)
+    who = (
+        "any decaying schedule"
+        if len(calm) == len(SCHEDULES) - 1
+        else f"{', '.join(calm)} (the others have not settled yet)"
+    )
+    worst = max(sch[s]["bounce"] for s in calm)
+    ends = [sch[s]["train"][-1] for s in SCHEDULES[1:]]
+    scaling = {int(b): v for b, v in r["scaling"].items()}
+    ok = [b for b in BATCH_SIZES if math.isfinite(scaling[b]["cost_scaled"])]
+    bad = [b for b in BATCH_SIZES if b not in ok]
+    flat = [scaling[b]["cost_scaled"] for b in ok]
+    fixed = [scaling[b]["cost_fixed"] for b in ok]
+    text = (
+        f"From a start of {r['lr']} the constant rate (dashed) never settles: over the last "
+        f"third its cost still jumps {sch['none']['bounce'] / worst:.0f}× more from epoch to "
+        f"epoch than under {who}, and it ends at "
+        f"{sch['none']['train'][-1]:.2g} while every decaying schedule ends between "
+        "{} and {}; scaling the rate with the batch size keeps the cost after {} epochs "
+        "between {} and {} from B = {} to {} (a fixed rate: {} to {})".format(
+            *two(min(ends), max(ends)),
+            r["scale_epochs"],
+            *two(min(flat), max(flat)),
+            ok[0],
+            ok[-1],
+            *two(min(fixed), max(fixed)),
+        )
+    )
+    if bad:
+        b = bad[0]
+        text += f", until at B = {b} the scaled rate ({scaling[b]['lr_scaled']:g}) diverges"
+    return text + "."
+
+
+def draw(r: dict, out: Path) -> list[Path]:
+    import numpy as np
+
+    sch = r["schedules"]
     fig, axes = figure(11, 4, 1, 2)
     for k, s in enumerate(SCHEDULES):
-        h = runs[s]
-        ep = np.arange(1, len(h.lr) + 1)
-        axes[0].plot(ep, h.lr, color=COLORS[k], lw=2, label=s, ls="--" if s == "none" else "-")
+        v = sch[s]
+        ep = np.arange(1, len(v["lr"]) + 1)
+        axes[0].plot(ep, v["lr"], color=COLORS[k], lw=2, label=s, ls="--" if s == "none" else "-")
         axes[1].plot(
             ep,
-            h.epoch_train,
+            v["train"],
             color=COLORS[k],
             lw=2 if s != "none" else 1.5,
             label=s,
@@ -153,9 +210,9 @@ def run(out: Path, quick: bool = False, lr: float = 0.4) -> dict:
     axes[0].set_yscale("log")
     plain_log(axes[0])
     axes[0].set_ylabel("learning rate")
-    axes[0].set_title(f"the learning rate per epoch (start {lr})", fontsize=10)
+    axes[0].set_title(f"the learning rate per epoch (start {r['lr']})", fontsize=10)
     axes[1].set_yscale("log")
-    axes[1].set_ylim(*log_axis_limits([v for s in SCHEDULES for v in runs[s].epoch_train[2:]], 1.2))
+    axes[1].set_ylim(*log_axis_limits([c for s in SCHEDULES for c in sch[s]["train"][2:]], 1.2))
     plain_log(axes[1])
     axes[1].set_ylabel("training cost (MSE, standardised)")
     axes[1].set_title("the cost under each schedule", fontsize=10)
@@ -163,20 +220,25 @@ def run(out: Path, quick: bool = False, lr: float = 0.4) -> dict:
         integer_ticks(ax)
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8, ncols=2)
-    rep.figure(fig, "schedules.png")
+    figures = [save_figure(fig, out, "schedules.png")]
 
+    scaling = {int(b): v for b, v in r["scaling"].items()}
     fig, axes = figure(11, 3.8, 1, 2)
     ax = axes[0]
-    for k, scaled in enumerate((False, True)):
-        lrs = [scaling[scaled, b][0] for b in BATCH_SIZES]
-        costs = [scaling[scaled, b][1].final for b in BATCH_SIZES]
-        label = "scaled lr = 0.05 x B/32" if scaled else "fixed lr = 0.05"
-        ok = [c if math.isfinite(c) else np.nan for c in costs]
+    for k, key in enumerate(("fixed", "scaled")):
+        lrs = [scaling[b][f"lr_{key}"] for b in BATCH_SIZES]
+        costs = [scaling[b][f"cost_{key}"] for b in BATCH_SIZES]
+        label = (
+            f"scaled lr = {r['base_lr']:g} x B/32"
+            if key == "scaled"
+            else f"fixed lr = {r['base_lr']:g}"
+        )
+        ok = finite(costs)
         ax.plot(BATCH_SIZES, ok, "-o", color=COLORS[k], lw=2, label=label)
-        for b, c, r in zip(BATCH_SIZES, costs, lrs, strict=True):
-            if math.isfinite(c) and scaled:
+        for b, c, lr in zip(BATCH_SIZES, costs, lrs, strict=True):
+            if math.isfinite(c) and key == "scaled":
                 ax.annotate(
-                    f"lr {r:g}",
+                    f"lr {lr:g}",
                     (b, c),
                     xytext=(4, -12),
                     textcoords="offset points",
@@ -187,7 +249,7 @@ def run(out: Path, quick: bool = False, lr: float = 0.4) -> dict:
                 top = max(x for x in ok if np.isfinite(x))
                 ax.plot([b], [top], "x", color=COLORS[k], ms=10, mew=2)
                 ax.annotate(
-                    f"lr {r:g}: diverged",
+                    f"lr {lr:g}: diverged",
                     (b, top),
                     xytext=(-70, 8),
                     textcoords="offset points",
@@ -199,24 +261,29 @@ def run(out: Path, quick: bool = False, lr: float = 0.4) -> dict:
     plain_log(ax)
     ax.set_xticks(BATCH_SIZES, [str(b) for b in BATCH_SIZES])
     ax.set_xlabel("batch size B")
-    ax.set_ylabel(f"train cost after {scale_epochs} epochs")
+    ax.set_ylabel(f"train cost after {r['scale_epochs']} epochs")
     ax.set_title("linear scaling rule: same epochs, bigger batches", fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
     ax = axes[1]
     for k, b in enumerate(BATCH_SIZES):
-        for scaled, ls in ((False, ":"), (True, "-")):
-            h = scaling[scaled, b][1]
-            tr = [v if math.isfinite(v) else np.nan for v in h.epoch_train]
+        for key, ls in (("fixed", ":"), ("scaled", "-")):
+            tr = finite(scaling[b][f"curve_{key}"])
             ax.plot(
                 range(1, len(tr) + 1),
                 tr,
                 ls=ls,
                 color=COLORS[k],
                 lw=2,
-                label=f"B={b}" if scaled else None,
+                label=f"B={b}" if key == "scaled" else None,
             )
     ax.set_yscale("log")
-    shown = [v for key in scaling for v in scaling[key][1].epoch_train if v < 5]  # not diverged
+    shown = [
+        c
+        for b in BATCH_SIZES
+        for key in ("fixed", "scaled")
+        for c in scaling[b][f"curve_{key}"]
+        if c < 5
+    ]  # not diverged
     ax.set_ylim(*log_axis_limits(shown, 1.2))
     plain_log(ax)
     integer_ticks(ax)
@@ -224,7 +291,5 @@ def run(out: Path, quick: bool = False, lr: float = 0.4) -> dict:
     ax.set_ylabel("train cost")
     ax.set_title("per epoch: solid = scaled lr, dotted = fixed lr", fontsize=10)
     ax.legend(fontsize=8)
-    rep.figure(fig, "linear_scaling.png")
-
-    rep.values.update(values)
-    return rep.finish()
+    figures.append(save_figure(fig, out, "linear_scaling.png"))
+    return figures

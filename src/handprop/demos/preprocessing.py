@@ -15,16 +15,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from handprop.demos._common import (
-    COLORS,
-    Report,
-    compose,
-    figure,
-    integer_ticks,
-    plain_log,
-    run_config,
-    threads,
-)
+from handprop.demos._figures import COLORS, figure, integer_ticks, plain_log, save_figure
+from handprop.demos._report import Table, num, plain
+from handprop.demos._training import compose, run_config, threads
 
 SUMMARY = (
     "Scaling the inputs speeds up convergence: with raw inputs (area in thousands of sq ft "
@@ -51,19 +44,22 @@ def epochs_to(curve: list[float], target: float) -> int | None:
     return None
 
 
-def run(out: Path, quick: bool = False) -> dict:
-    import numpy as np
-
-    rep = Report("preprocessing", out, SUMMARY)
+def compute(quick: bool = False) -> dict:
     n = 600 if quick else 2000
     gd_epochs = 120 if quick else 300
     adam_epochs = 10 if quick else 30
     lrs = [10.0**k for k in range(-8, 1)] if not quick else [1e-7, 1e-5, 1e-3, 1e-1, 1.0]
-    sweep: dict = {}
-    best: dict = {}
-    adam: dict = {}
+    r: dict = {
+        "target_cost": TARGET,
+        "gd_epochs": gd_epochs,
+        "adam_epochs": adam_epochs,
+        "lrs": lrs,
+        "sgd": {},
+        "adam": {},
+    }
     with threads(1):
         for s in SCHEMES:
+            sweep = {}
             for lr in lrs:
                 cfg = compose(
                     f"data.preprocessing={s}",
@@ -72,61 +68,107 @@ def run(out: Path, quick: bool = False) -> dict:
                     "gd=batch",
                     f"data.n_samples={n}",
                 )
-                h, dm, model = run_config(cfg, epochs=gd_epochs)
-                sweep[s, lr] = h
-            ok = [lr for lr in lrs if not diverged(sweep[s, lr])] or lrs
-            lr_best = min(ok, key=lambda lr: sweep[s, lr].final)
-            best[s] = (lr_best, sweep[s, lr_best])
+                sweep[lr], dm, _ = run_config(cfg, epochs=gd_epochs)
+            y_scale = float(dm.y_scaler.scale[0])  # $1000s per unit of standardised price
+            ok = [lr for lr in lrs if not diverged(sweep[lr])] or lrs
+            lr_best = min(ok, key=lambda lr: sweep[lr].final)
+            h = sweep[lr_best]
+            r["sgd"][s] = {
+                "best_lr": lr_best,
+                "curve": h.epoch_train,
+                "epochs_to_target": epochs_to(h.epoch_train, TARGET),
+                "final_cost": h.final,
+                "val_rmse": math.sqrt(h.epoch_val[-1]) * y_scale,
+                "cost_by_lr": [sweep[lr].final for lr in lrs],
+                "diverged_by_lr": [diverged(sweep[lr]) for lr in lrs],
+                "start_cost": max(sweep[lr].step_loss[0] for lr in lrs),
+            }
             cfg = compose(f"data.preprocessing={s}", f"data.n_samples={n}")  # the defaults
-            h, dm, model = run_config(cfg, epochs=adam_epochs)
-            adam[s] = (cfg, h, dm)
+            h, dm, _ = run_config(cfg, epochs=adam_epochs)
+            r["adam"][s] = {
+                "curve": h.epoch_train,
+                "epochs_to_target": epochs_to(h.epoch_train, TARGET),
+                "final_cost": h.final,
+                "val_rmse": math.sqrt(h.epoch_val[-1]) * y_scale,
+            }
+    return plain(r)
 
-    y_scale = float(dm.y_scaler.scale[0])  # $1000s per unit of standardised price
-    t1 = rep.table(
-        f"Batch gradient descent (SGD), {gd_epochs} epochs, best learning rate of {len(lrs)} per scheme",
-        ["inputs", "best lr", f"epochs to cost {TARGET}", "final train cost", "val RMSE ($1000s)"],
+
+def tables(r: dict) -> list[Table]:
+    lrs, target = r["lrs"], r["target_cost"]
+    t1 = Table(
+        f"Batch gradient descent (SGD), {r['gd_epochs']} epochs, best learning rate of "
+        f"{len(lrs)} per scheme",
+        ["inputs", "best lr", f"epochs to cost {target}", "final train cost", "val RMSE ($1000s)"],
         note="Cost: mean squared error of the standardised price (1.0 = always guessing the "
-        f"mean price; {TARGET} = 80 % of the price variance explained). The learning-rate "
-        "grid: " + ", ".join(f"{lr:g}" for lr in lrs) + "; 'best' is the lowest final cost "
-        "among the rates that did not diverge.",
-    )
-    values: dict = {"sgd": {}, "adam": {}}
-    for s in SCHEMES:
-        lr, h = best[s]
-        e = epochs_to(h.epoch_train, TARGET)
-        rmse = math.sqrt(h.epoch_val[-1]) * y_scale
-        t1.add(LABEL[s], lr, e if e is not None else f"never ({gd_epochs})", h.final, rmse)
-        values["sgd"][s] = {
-            "best_lr": lr,
-            "epochs_to_target": e,
-            "final_cost": h.final,
-            "val_rmse": rmse,
-            "cost_by_lr": {f"{lr:g}": sweep[s, lr].final for lr in lrs},
-        }
-    t2 = rep.table(
-        f"The trainer's defaults (Adam lr 0.01, mini-batch 32), {adam_epochs} epochs",
-        ["inputs", f"epochs to cost {TARGET}", "final train cost", "val RMSE ($1000s)"],
+        f"mean price; {target} = {100 * (1 - target):.0f} % of the price variance explained). "
+        "The learning-rate grid: " + ", ".join(f"{lr:g}" for lr in lrs) + "; 'best' is the "
+        "lowest final cost among the rates that did not diverge.",
     )
     for s in SCHEMES:
-        _, h, _ = adam[s]
-        e = epochs_to(h.epoch_train, TARGET)
-        rmse = math.sqrt(h.epoch_val[-1]) * y_scale
-        t2.add(LABEL[s], e if e is not None else f"never ({adam_epochs})", h.final, rmse)
-        values["adam"][s] = {"epochs_to_target": e, "final_cost": h.final, "val_rmse": rmse}
+        v = r["sgd"][s]
+        e = v["epochs_to_target"]
+        never = f"never ({r['gd_epochs']})"
+        t1.add(
+            LABEL[s], v["best_lr"], e if e is not None else never, v["final_cost"], v["val_rmse"]
+        )
+    t2 = Table(
+        f"The trainer's defaults (Adam lr 0.01, mini-batch 32), {r['adam_epochs']} epochs",
+        ["inputs", f"epochs to cost {target}", "final train cost", "val RMSE ($1000s)"],
+    )
+    for s in SCHEMES:
+        v = r["adam"][s]
+        e = v["epochs_to_target"]
+        never = f"never ({r['adam_epochs']})"
+        t2.add(LABEL[s], e if e is not None else never, v["final_cost"], v["val_rmse"])
+    return [t1, t2]
 
-    # ---- figure ---------------------------------------------------------------------------------
+
+def caption(r: dict) -> str:
+    raw, std = r["sgd"]["none"], r["sgd"]["standardize"]
+    lrs = r["lrs"]
+    bad = [lr for lr, d in zip(lrs, raw["diverged_by_lr"], strict=True) if d]
+    good = [lr for lr in lrs if lr not in bad]
+    if bad and all(lr in bad for lr in lrs if lr >= bad[0]):
+        diverge = f"every learning rate from {num(bad[0])} up diverges"
+    else:
+        diverge = "rates " + ", ".join(map(num, bad)) + " diverge"
+    stays = ""
+    if good:
+        best = min(good, key=lambda lr: raw["cost_by_lr"][lrs.index(lr)])
+        stays = (
+            f" and at {num(best)} the cost is still {raw['cost_by_lr'][lrs.index(best)]:.3g} after "
+            f"{r['gd_epochs']} epochs (guessing the mean scores 1)"
+        )
+    e, ea = std["epochs_to_target"], r["adam"]["standardize"]["epochs_to_target"]
+    reach = (
+        f"explain {100 * (1 - r['target_cost']):.0f} % of the variance in {e} epochs"
+        if e is not None
+        else f"never reach a cost of {r['target_cost']}"
+    )
+    with_adam = f" ({ea} with Adam)" if ea is not None else ""
+    return (
+        f"The middle panel is the point: with raw inputs {diverge}{stays}, while "
+        f"standardised inputs {reach}{with_adam}."
+    )
+
+
+def draw(r: dict, out: Path) -> list[Path]:
+    import numpy as np
+
+    lrs, target = r["lrs"], r["target_cost"]
     fig, axes = figure(13, 4, 1, 3)
     ax = axes[0]
     for k, s in enumerate(SCHEMES):
-        lr, h = best[s]
+        v = r["sgd"][s]
         ax.plot(
-            range(1, len(h.epoch_train) + 1),
-            h.epoch_train,
+            range(1, len(v["curve"]) + 1),
+            v["curve"],
             color=COLORS[k],
             lw=2,
-            label=f"{LABEL[s]} (lr {lr:g})",
+            label=f"{LABEL[s]} (lr {v['best_lr']:g})",
         )
-    ax.axhline(TARGET, color="0.5", ls=":", lw=1)
+    ax.axhline(target, color="0.5", ls=":", lw=1)
     ax.set_xscale("log")
     ax.set_yscale("log")
     plain_log(ax, "x")
@@ -135,11 +177,12 @@ def run(out: Path, quick: bool = False) -> dict:
     ax.set_title("SGD, each at its best learning rate", fontsize=10)
     ax.legend(fontsize=8)
     ax = axes[1]
-    top = max(sweep[key].step_loss[0] for key in sweep) * 10
+    top = max(r["sgd"][s]["start_cost"] for s in SCHEMES) * 10
     for k, s in enumerate(SCHEMES):
-        c = [np.nan if diverged(sweep[s, lr]) else sweep[s, lr].final for lr in lrs]
+        v = r["sgd"][s]
+        c = [np.nan if d else x for x, d in zip(v["cost_by_lr"], v["diverged_by_lr"], strict=True)]
         ax.plot(lrs, c, "-o", color=COLORS[k], lw=2, label=LABEL[s])
-        bad = [lr for lr in lrs if diverged(sweep[s, lr])]
+        bad = [lr for lr, d in zip(lrs, v["diverged_by_lr"], strict=True) if d]
         ax.plot(bad, [top] * len(bad), "x", color=COLORS[k], ms=9, mew=2)
     ax.axhline(1.0, color="0.5", ls=":", lw=1)
     ax.annotate(
@@ -162,16 +205,14 @@ def run(out: Path, quick: bool = False) -> dict:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("learning rate")
-    ax.set_ylabel(f"training cost after {gd_epochs} epochs")
+    ax.set_ylabel(f"training cost after {r['gd_epochs']} epochs")
     ax.set_title("no learning rate works for raw inputs", fontsize=10)
     ax.legend(fontsize=8)
     ax = axes[2]
     for k, s in enumerate(SCHEMES):
-        _, h, _ = adam[s]
-        ax.plot(
-            range(1, len(h.epoch_train) + 1), h.epoch_train, color=COLORS[k], lw=2, label=LABEL[s]
-        )
-    ax.axhline(TARGET, color="0.5", ls=":", lw=1)
+        curve = r["adam"][s]["curve"]
+        ax.plot(range(1, len(curve) + 1), curve, color=COLORS[k], lw=2, label=LABEL[s])
+    ax.axhline(target, color="0.5", ls=":", lw=1)
     ax.set_yscale("log")
     plain_log(ax)
     integer_ticks(ax)
@@ -179,8 +220,4 @@ def run(out: Path, quick: bool = False) -> dict:
     ax.set_ylabel("training cost")
     ax.set_title("the trainer's defaults: Adam, mini-batch 32", fontsize=10)
     ax.legend(fontsize=8)
-    rep.figure(fig, "preprocessing.png")
-
-    rep.values.update(values)
-    rep.values["target_cost"] = TARGET
-    return rep.finish()
+    return [save_figure(fig, out, "preprocessing.png")]
