@@ -24,6 +24,7 @@ GROUPS = (
     "trainer",
     "logger",
     "callbacks",
+    "monitors",
     "debug",
     "experiment",
     "hparams_search",
