@@ -28,7 +28,7 @@ from handprop.cli import ConfigError, verbose_errors
 from handprop.data import PREPROCESSING, TabularDataModule
 from handprop.datasets import DATA_TASKS, TASKS, load_table
 from handprop.guards import AtomicCheckpointIO, Checkpoints
-from handprop.model import HandpropModule
+from handprop.model import NETWORKS, HandpropModule
 from handprop.nn import ACTIVATIONS, INITS
 from handprop.progress import Progress
 from handprop.task import COSTS, METRICS
@@ -61,6 +61,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optimizer.lr": POSITIVE,
     "optimizer.weight_decay": NON_NEGATIVE,
     "optimizer.momentum": (lambda v: _number(v) and 0 <= v < 1, "must be in [0, 1)"),
+    "model.name": _one_of(NETWORKS),
     "model.hidden": (
         lambda v: OmegaConf.is_list(v) and all(_integer(h) and h > 0 for h in v),
         "must be a list of positive integers, e.g. [5] or [64,64] or []",
@@ -252,20 +253,30 @@ def build_datamodule(cfg: DictConfig, task: str) -> TabularDataModule:
     )
 
 
+def mlp_network(cfg: DictConfig, dm: TabularDataModule) -> dict[str, Any]:
+    m = cfg.model
+    return {
+        "in_features": dm.in_features,
+        "hidden_features": list(m.hidden),
+        "out_features": dm.out_features,
+        "activation": m.activation,
+        "init": m.init,
+    }
+
+
+#: model.name → the network's keyword arguments, from the config and the data's shapes.
+NETWORK_ARGS: dict[str, Callable[[DictConfig, TabularDataModule], dict[str, Any]]] = {
+    "mlp": mlp_network,
+}
+
+
 def build_module(cfg: DictConfig, dm: TabularDataModule, p: Plan) -> HandpropModule:
     opt_cfg = OmegaConf.to_container(cfg.optimizer, resolve=True)
     opt_cfg["lr"] = p.lr
     sched = cfg.scheduler
     table = dm.table
     return HandpropModule(
-        network={
-            "name": "mlp",
-            "in_features": dm.in_features,
-            "hidden_features": list(cfg.model.hidden),
-            "out_features": dm.out_features,
-            "activation": cfg.model.activation,
-            "init": cfg.model.init,
-        },
+        network={"name": cfg.model.name, **NETWORK_ARGS[cfg.model.name](cfg, dm)},
         task={
             "name": p.task,
             "cost": p.cost,
@@ -361,12 +372,14 @@ def set_threads(num_threads: int | str | None, batch_size: int, net: torch.nn.Mo
 def hparams_summary(cfg: DictConfig, p: Plan, num_train: int) -> dict[str, Any]:
     """The run's settings as flat scalars, for TensorBoard's HParams view."""
     opt = cfg.optimizer
+    model = {
+        f"model.{k}": v if isinstance(v, int | float | str | bool) else str(v)
+        for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
+    }
     return {
         "task": p.task,
         "data": cfg.data.name,
-        "hidden": str(list(cfg.model.hidden)),
-        "activation": cfg.model.activation,
-        "init": cfg.model.init,
+        **model,
         "optimizer": str(opt._target_).rsplit(".", 1)[-1]
         + ("+momentum" if opt.get("momentum") else ""),
         "lr": p.lr,

@@ -94,10 +94,9 @@ def log_hparams(trainer, params: dict, final: dict[str, float], step: int) -> No
 
 def report(cfg, run, rows, run_dir: Path, checkpoints) -> None:  # noqa: ANN001
     """The end-of-run summary on stdout: the metrics, and the commands that use the run."""
-    net, trainer = run.module.net, run.trainer
-    sizes = [net.in_features, *net.hidden_features, net.out_features]
+    trainer = run.trainer
     print(
-        f"\nhandprop: {run.plan.task} on {cfg.data.name}, MLP {'-'.join(map(str, sizes))}, "
+        f"\nhandprop: {run.plan.task} on {cfg.data.name}, {describe(run.module.net)}, "
         f"{trainer.current_epoch} epochs, {run.module.updates} updates"
     )
     print(format_table(rows))
@@ -112,3 +111,11 @@ def report(cfg, run, rows, run_dir: Path, checkpoints) -> None:  # noqa: ANN001
         )
         print(f"               (your.csv: a header row with the columns {features})")
         print(f"evaluate:      handprop-eval ckpt_path={best}")
+
+
+def describe(net) -> str:  # noqa: ANN001
+    """A network in a few characters: ``MLP 4-5-1``, else its class name."""
+    if hasattr(net, "hidden_features"):
+        sizes = [net.in_features, *net.hidden_features, net.out_features]
+        return f"{type(net).__name__} {'-'.join(map(str, sizes))}"
+    return type(net).__name__
