@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import handprop.nn as hnn
+import handprop.train
 from handprop import run
 from handprop.build import build_datamodule, build_module, plan, resolve_task
 from handprop.lr_find import smooth, suggest
@@ -23,18 +24,8 @@ from handprop.monitors import Monitors, histogram
 QUANTITIES = ("weight_grad_norm", "bias_grad_norm", "delta_mean_abs", "update_ratio")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _restore_process_state():
-    """In-process training changes torch's threads, deterministic mode and PL_* variables."""
-    threads = torch.get_num_threads()
-    det = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    env = dict(os.environ)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(det, warn_only=warn_only)
-    os.environ.clear()
-    os.environ.update(env)
+# In-process training changes torch's threads, deterministic mode and PL_* variables.
+pytestmark = pytest.mark.usefixtures("restore_process_state")
 
 
 def compose_cfg(*overrides: str):
@@ -162,6 +153,8 @@ def test_suggest_picks_the_middle_of_the_longest_descent():
     loss = [1.0] * 40 + [1.0 - 0.02 * i for i in range(40)] + [0.2 * 1.5**i for i in range(20)]
     s = suggest(lrs, smooth(loss, 0.5))
     assert lrs[50] <= s <= lrs[70]
+    assert suggest(lrs, [1.0 + 0.01 * i for i in range(100)]) is None  # never fell
+    assert suggest(lrs[:6], [1.0] * 6) is None  # too few points
 
 
 def test_lr_find_only_writes_the_plot_and_trains_nothing(tmp_path, capsys):
@@ -200,3 +193,25 @@ def test_lr_find_true_trains_with_the_suggestion(tmp_path, capsys):
     for k, v in plain.items():
         if "/" in k:
             assert found[k] == pytest.approx(v, rel=1e-6), k
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["monitors=maybe"], ["monitors=maybe", "off, on"]),
+        (["monitors=on", "monitors.every_n=0"], ["monitors.every_n=0", "positive integer"]),
+        (["lr_find=maybe"], ["lr_find='maybe'", "true, false or only"]),
+        (["lr_find=only", "lr_finder.max_lr=1e-7"], ["lr_finder.max_lr", "lr_finder.min_lr"]),
+        (["lr_find=true", "ckpt_path=last"], ["lr_find=true", "ckpt_path"]),
+    ],
+    ids=["monitors_option", "every_n", "lr_find", "lr_range", "lr_find_resume"],
+)
+def test_bad_settings_give_one_line(args, fragments, tmp_path, capfd, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(sys, "argv", ["handprop-train", *args, f"hydra.run.dir={tmp_path}"])
+    with pytest.raises(SystemExit) as e:
+        handprop.train.main()
+    err = capfd.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert e.value.code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert all(f in lines[0] for f in fragments), lines[0]

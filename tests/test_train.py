@@ -43,19 +43,8 @@ TASK_METRICS = {
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def _restore_process_state():
-    """In-process training changes process-wide state (torch threads, deterministic mode,
-    PL_* environment variables); put it back for the test files that run after this one."""
-    threads = torch.get_num_threads()
-    det = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    env = dict(os.environ)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(det, warn_only=warn_only)
-    os.environ.clear()
-    os.environ.update(env)
+# In-process training changes torch's threads, deterministic mode and PL_* variables.
+pytestmark = pytest.mark.usefixtures("restore_process_state")
 
 
 def compose_cfg(*overrides: str):

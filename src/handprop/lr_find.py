@@ -40,7 +40,7 @@ BETA = 0.98
 class RangeTest:
     """What the test saw: ``lrs[i]`` was the learning rate of update ``i`` and ``losses[i]``
     its loss (before the update); ``smoothed`` the moving average; ``suggestion`` the
-    suggested learning rate (None when the loss never fell)."""
+    suggested learning rate (None when the loss did not fall: see :func:`suggest`)."""
 
     lrs: list[float]
     losses: list[float]
@@ -65,7 +65,8 @@ def suggest(lrs: list[float], smoothed: list[float]) -> float | None:
     longest decreasing subsequence, measured back from its last point). That is where the
     loss falls steadily, well before its minimum, where ``η`` is already about to be too
     large. As fastai, the first 10 % of the updates (the average has seen few losses) and the
-    last 5 (the blow-up) are left out. None when there are too few points to tell."""
+    last 5 (the blow-up) are left out. None when there are too few points, or the loss never
+    fell over three of them."""
     skip = len(lrs) // 10
     lrs, smoothed = lrs[skip:-5], smoothed[skip:-5]
     n = len(smoothed)
@@ -78,6 +79,8 @@ def suggest(lrs: list[float], smoothed: list[float]) -> float | None:
                 length[i] = max(length[i], length[j] + 1)
         if length[i] > length[end]:
             end = i
+    if length[end] < 3:
+        return None
     start = max(end - length[end], 0)
     third = (end - start) / 3
     return lrs[start + int(third) + int(third / 2)]
@@ -189,6 +192,11 @@ def find(cfg: DictConfig, run_dir: Path) -> float:
     numbers ``lr_find.json`` in ``run_dir``, one line with the suggestion. Returns the
     suggested ``optimizer.lr`` (before any ``gd.lr_scaling``, as the config's)."""
     f = cfg.lr_finder
+    if cfg.ckpt_path is not None:
+        raise ConfigError(
+            f"lr_find={str(cfg.lr_find).lower()} starts from the initial weights and does not combine with "
+            "ckpt_path; run it on its own (lr_find=only), then resume with optimizer.lr set"
+        )
     if f.max_lr <= f.min_lr:
         raise ConfigError(
             f"lr_finder.max_lr={f.max_lr} is invalid: it must be above lr_finder.min_lr={f.min_lr}"

@@ -29,6 +29,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
 from torch import Tensor, nn
+from torch.utils.tensorboard import SummaryWriter
 
 import handprop.nn as hnn
 
@@ -160,15 +161,18 @@ class Watch:
         # One device-to-host copy for all of them.
         scalars = dict(zip(names, torch.stack(values).tolist(), strict=True))
         for logger in loggers:
-            if isinstance(logger, TensorBoardLogger):
-                # One event for everything: an event per value costs a queue hand-off to the
-                # writer thread each (~10 scalars and ~5 histograms here).
-                summary = [Summary.Value(tag=k, simple_value=v) for k, v in scalars.items()]
-                if self.histograms:
-                    summary += self._histograms()
-                logger.experiment.file_writer.add_summary(Summary(value=summary), self.update)
-            else:
+            if not isinstance(logger, TensorBoardLogger):
                 logger.log_metrics(scalars, step=self.update)
+                continue
+            writer = logger.experiment
+            if not isinstance(writer, SummaryWriter):
+                continue  # a DDP rank other than 0: Lightning's stand-in writes nothing
+            # One event for everything: an event per value costs a queue hand-off to the
+            # writer thread each (~10 scalars and ~5 histograms here).
+            summary = [Summary.Value(tag=k, simple_value=v) for k, v in scalars.items()]
+            if self.histograms:
+                summary += self._histograms()
+            writer.file_writer.add_summary(Summary(value=summary), self.update)
         return scalars
 
     def _histograms(self) -> list[Summary.Value]:
