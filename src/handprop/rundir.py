@@ -56,7 +56,9 @@ class RunDirInUse(UserError):
 def worker_rank() -> bool:
     """True in a DDP rank other than 0 (started by Lightning, torchrun or SLURM): it shares
     rank 0's run directory and writes nothing of the run's there."""
-    return any(os.environ.get(k, "0") not in ("", "0") for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+    return any(
+        os.environ.get(k, "0") not in ("", "0") for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID")
+    )
 
 
 class RunLock:
@@ -205,4 +207,3 @@ def write_hydra_files(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> 
     }
     for name, node in files.items():
         write_text_atomic(folder / name, OmegaConf.to_yaml(node))
-
