@@ -47,10 +47,8 @@ class MachineError(Exception):
     permission): reported as one line naming the path and the cause, status 1."""
 
 
-#: OS errors that say the machine refused a write, whoever wrote.
-WRITE_ERRNOS = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
-)
+#: OS errors that only a write gets: the machine refused it, whoever wrote.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
 def is_user_error(err: BaseException) -> bool:
@@ -81,10 +79,10 @@ def os_error(err: BaseException | None) -> OSError | None:
     return None
 
 
-def write_failed(err: OSError, path: str | Path) -> MachineError:
+def write_failed(err: OSError, path: str | Path, doing: str = "writing") -> MachineError:
     """``no space left on device while writing <path>``."""
     reason = os.strerror(err.errno) if err.errno else str(err)
-    return MachineError(f"{reason[:1].lower()}{reason[1:]} while writing {path}")
+    return MachineError(f"{reason[:1].lower()}{reason[1:]} while {doing} {path}")
 
 
 def as_machine_error(err: BaseException, where: Path) -> BaseException:
@@ -94,13 +92,15 @@ def as_machine_error(err: BaseException, where: Path) -> BaseException:
     found = os_error(err)
     if is_known(err) or found is None or found.errno not in WRITE_ERRNOS:
         return err
-    return write_failed(found, found.filename or f"into {where}")
+    machine = write_failed(found, found.filename or f"into {where}")
+    machine.__cause__ = err  # verbose=true shows where it came from
+    return machine
 
 
 @contextmanager
-def writing(path: str | Path, tmp: Path | None = None) -> Iterator[None]:
+def writing(path: str | Path, tmp: Path | None = None, doing: str = "writing") -> Iterator[None]:
     """Any failure inside: ``tmp`` removed, and an OS error raised as a :class:`MachineError`
-    naming ``path``."""
+    naming ``path`` (``<cause> while <doing> <path>``)."""
     try:
         yield
     except BaseException as e:
@@ -110,7 +110,7 @@ def writing(path: str | Path, tmp: Path | None = None) -> Iterator[None]:
         found = os_error(e)
         if found is None or isinstance(e, MachineError):
             raise
-        raise write_failed(found, path) from e
+        raise write_failed(found, path, doing) from e
 
 
 def options(group: str) -> list[str]:

@@ -53,12 +53,11 @@ class RunDirInUse(UserError):
     """Another live run holds the run directory's lock."""
 
 
-def worker_rank() -> bool:
-    """True in a DDP rank other than 0 (started by Lightning, torchrun or SLURM): it shares
+def is_rank_zero() -> bool:
+    """False in a DDP rank other than 0 (started by Lightning, torchrun or SLURM): it shares
     rank 0's run directory and writes nothing of the run's there."""
-    return any(
-        os.environ.get(k, "0") not in ("", "0") for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID")
-    )
+    ranks = (os.environ.get(k, "0") for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+    return all(r in ("", "0") for r in ranks)
 
 
 class RunLock:
@@ -72,8 +71,7 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         """Take the lock, or raise :class:`RunDirInUse` naming the live run's PID."""
-        if RunLock._held is not None:  # an earlier run of this process (called in-process)
-            RunLock._held.release()
+        RunLock.release_held()  # an earlier run of this process (called in-process)
         if fcntl is None:
             return self
         with writing(self.path):
@@ -99,6 +97,12 @@ class RunLock:
             raise
         self._fd, RunLock._held = fd, self
         return self
+
+    @classmethod
+    def release_held(cls) -> None:
+        """Drop this process's lock, if it holds one."""
+        if cls._held is not None:
+            cls._held.release()
 
     def release(self) -> None:
         if self._fd is not None:
@@ -126,10 +130,10 @@ def clear_run(run_dir: Path) -> None:
     for name in RUN_DIRS:
         path = run_dir / name
         if path.is_dir():
-            with writing(path):
+            with writing(path, doing="removing"):
                 shutil.rmtree(path)
     for path in [*(run_dir / n for n in RUN_FILES), *run_dir.glob("*.log")]:
-        with writing(path):
+        with writing(path, doing="removing"):
             path.unlink(missing_ok=True)
 
 
@@ -172,7 +176,7 @@ class RunDirGuard(Callback):
     before Hydra writes into it; release it when the run ends."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if worker_rank():
+        if not is_rank_zero():
             return
         # The same config object run_job reads next: ${now:...} resolves to the same time.
         run_dir = Path(os.path.abspath(str(config.hydra.run.dir)))
@@ -190,8 +194,7 @@ class RunDirGuard(Callback):
             raise SystemExit(exit_status(e)) from None
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if RunLock._held is not None:
-            RunLock._held.release()
+        RunLock.release_held()
 
 
 def write_hydra_files(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> None:

@@ -8,6 +8,7 @@ starts, so that ``--help`` and ``--cfg`` answer before torch and Lightning are l
 from __future__ import annotations
 
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 import hydra
@@ -26,7 +27,7 @@ from handprop.cli import (
     verbose_errors,
     write_json_atomic,
 )
-from handprop.rundir import worker_rank, write_hydra_files
+from handprop.rundir import is_rank_zero, write_hydra_files
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -35,7 +36,7 @@ def _hydra_main(cfg: DictConfig) -> dict | float | None:
     run_dir = Path(hc.runtime.output_dir)
     target = cfg.get("optimized_metric")  # set by hparams_search: sweepers want one number
     try:
-        if not worker_rank():  # Hydra's .hydra/ files (hydra.output_subdir is null: see rundir)
+        if is_rank_zero():  # Hydra's .hydra/ files (hydra.output_subdir is null: see rundir)
             write_hydra_files(run_dir, cfg, hc)
         from handprop.run import train
 
@@ -51,10 +52,8 @@ def _hydra_main(cfg: DictConfig) -> dict | float | None:
     except Exception as e:  # noqa: BLE001 — every failure becomes one line (trace on request)
         err = as_machine_error(e, run_dir)  # a write the machine refused: one line, its path
         report(err, verbose_errors(cfg) or not is_known(err))
-        try:
+        with suppress(MachineError):  # a full disk takes no error.json: the line says it all
             write_json_atomic(run_dir / "error.json", {"error": f"{type(err).__name__}: {err}"})
-        except MachineError:
-            pass  # the disk that failed the run may not take this either; the line above says it
         if hc.mode == RunMode.MULTIRUN:
             # The sweep goes on; the summary lists this job as failed (a search sees NaN).
             return float("nan") if target else None
