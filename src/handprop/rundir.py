@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from handprop.cli import (
     ConfigError,
-    MachineError,
     UserError,
     exit_status,
     is_known,
@@ -85,9 +85,14 @@ class RunLock:
                 f"{self.run_dir} is in use by another run (pid {pid}); wait for it to end or "
                 "choose another hydra.run.dir"
             ) from None
-        except OSError as e:  # a file system without locks
+        except OSError as e:  # a file system without locks: run, unguarded, and say so
             os.close(fd)
-            raise MachineError(f"cannot lock {self.path}: {os.strerror(e.errno)}") from None
+            print(
+                f"warning: cannot lock {self.path} ({os.strerror(e.errno)}); a second run into "
+                "this directory would not be stopped",
+                file=sys.stderr,
+            )
+            return self
         try:
             with writing(self.path):  # the PID, for the message a second run gets
                 os.ftruncate(fd, 0)
