@@ -936,3 +936,11 @@ def test_tensorboard_hparams_show_every_task_metrics(task_runs, tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_resume_past_max_epochs_is_one_line(tmp_path):
+    from handprop.cli import ConfigError
+
+    run_train(tmp_path / "run", *FAST)
+    with pytest.raises(ConfigError, match=r"has trained 2 epochs.*trainer.max_epochs=2 or more"):
+        run_train(tmp_path / "run", *FAST, "trainer.max_epochs=1", "ckpt_path=last")

@@ -18,7 +18,7 @@ from torch.utils.tensorboard.summary import hparams
 from handprop import lr_find
 from handprop.build import hparams_summary, prepare
 from handprop.checkpoint import read_checkpoint
-from handprop.cli import format_table, write_json_atomic
+from handprop.cli import ConfigError, format_table, write_json_atomic
 from handprop.guards import Checkpoints, Diverged
 
 
@@ -37,7 +37,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if ckpt_path == "last":
         ckpt_path = str(run_dir / "checkpoints" / "last.ckpt")
     if ckpt_path is not None:
-        read_checkpoint(ckpt_path)  # a missing, foreign or unsafe file: one line, before fit
+        # a missing, foreign or unsafe file: one line, before fit
+        done = read_checkpoint(ckpt_path).get("epoch", 0)
+        if done > cfg.trainer.max_epochs:
+            raise ConfigError(
+                f"ckpt_path: {ckpt_path} has trained {done} epochs, more than "
+                f"trainer.max_epochs={cfg.trainer.max_epochs}; set trainer.max_epochs={done} or "
+                "more to resume it"
+            )
     if trainer.is_global_zero:  # under DDP the other ranks write nothing here
         for stale in ("metrics.json", "error.json"):
             (run_dir / stale).unlink(missing_ok=True)
