@@ -449,7 +449,13 @@ class MLP(nn.Module):
     def forward(self, input: Tensor) -> Tensor:
         return self.layers(input)
 
-    def backprop(self, input: Tensor, target: Tensor, cost: nn.Module) -> Tensor:
+    def backprop(
+        self,
+        input: Tensor,
+        target: Tensor,
+        cost: nn.Module,
+        record: Callable[[str, int, Tensor], None] | None = None,
+    ) -> Tensor:
         r"""One forward and one backward pass by the notes' δ recursion, without autograd.
 
         Forward, keeping what the backward needs (``a₀ = x``; the output layer is linear)::
@@ -472,6 +478,10 @@ class MLP(nn.Module):
             cost: a handprop loss module; ``cost.value_and_delta(z, y)`` gives ``C`` and
                 ``∂C/∂z``, as each cost pairs its ``fn`` with its ``delta`` in Nielsen's
                 ``network.py``.
+            record: when given, called with ``("activation", l, a_l)`` for each hidden
+                layer and ``("delta", l, δ_l)`` for each layer as the recursion computes it
+                (``l`` counts the Linear layers from 0 at the input side): what
+                :mod:`handprop.monitors` reads. The tensors are not modified afterwards.
 
         Returns:
             ``C`` (a 0-dim tensor, not part of any graph). Every parameter's ``.grad`` is
@@ -494,8 +504,13 @@ class MLP(nn.Module):
             out = linears[-1]
             z = F.LinearFunction.forward(activations[-1], out.weight, out.bias)
             C, delta = cost.value_and_delta(z, target)  # δ_L = ∂C/∂z_L
+            if record is not None:
+                for l, a in enumerate(activations[1:]):
+                    record("activation", l, a)
             for l in range(len(linears) - 1, -1, -1):
                 layer = linears[l]
+                if record is not None:
+                    record("delta", l, delta)
                 # written into the existing .grad tensors: no new tensor per step
                 torch.mm(delta.t(), activations[l], out=_grad(layer.weight))  # δᵀ a
                 if layer.bias is not None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from handprop.cli import ConfigError, call_reporting, run_cli
+from handprop.cli import ConfigError, call_reporting, run_cli, writing
 
 
 def predict(ckpt_path: str, input: str, output: str) -> Path:
@@ -46,12 +46,13 @@ def predict(ckpt_path: str, input: str, output: str) -> Path:
         extra = ["predicted_class", *(f"prob_{c}" for c in classes)]
         cols = [[classes[int(torch.argmax(p))], *(f"{v:.6g}" for v in p.tolist())] for p in probs]
     tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow([*header, *extra])
-        for row, c in zip(body, cols, strict=True):
-            w.writerow([*row, *c])
-    os.replace(tmp, out)
+    with writing(out, tmp):  # a failed write: no .tmp left, one line naming the output
+        with tmp.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow([*header, *extra])
+            for row, c in zip(body, cols, strict=True):
+                w.writerow([*row, *c])
+        os.replace(tmp, out)
     print(f"{len(body)} predictions written to {out}")
     return out
 
