@@ -341,3 +341,78 @@ def test_gan_resume_after_kill_is_bit_identical(tmp_path: Path) -> None:
     resumed = json.loads((killed / "metrics.json").read_text())
     full.pop("train_seconds"), resumed.pop("train_seconds")
     assert resumed == full
+
+
+def test_same_seed_same_gan(gan_run, tmp_path: Path) -> None:
+    _, first = gan_run
+    again = run(tmp_path, *RING, "logger=none")
+    first, again = dict(first), dict(again)
+    first.pop("train_seconds"), again.pop("train_seconds")
+    assert again == first
+
+
+# --------------------------------------------------------------------------------------------
+# The quality bars (issue 14), each on the preset as shipped
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("code_size", [2, 8])
+def test_autoencoder_beats_pca_on_digits(tmp_path: Path, code_size: int) -> None:
+    m = run(
+        tmp_path, "experiment=autoencoder_digits", f"model.code_size={code_size}", "logger=none"
+    )
+    assert m["test/mse"] <= 0.9 * m["test/pca_mse"], m
+
+
+def test_gan_covers_the_ring_on_seed_42_and_most_seeds(tmp_path: Path) -> None:
+    """experiment=gan_ring as shipped, as a sweep (2 jobs at a time where Hydra's joblib
+    launcher is installed): all 8 modes and ≥ 80 % high-quality samples on seed 42 and on at
+    least 4 of seeds 0-4. Seed 4 is trained only if one of seeds 0-3 misses the bar."""
+    try:
+        import hydra_plugins.hydra_joblib_launcher  # noqa: F401
+
+        parallel = ["hydra/launcher=parallel"]
+    except ImportError:
+        parallel = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PL_")}
+
+    def sweep(seeds: str) -> dict[str, dict]:
+        out = tmp_path / seeds.replace(",", "_")
+        cmd = [sys.executable, "-m", "handprop.train", "-m", "experiment=gan_ring"]
+        cmd += [f"seed={seeds}", *parallel, "logger=none", "progress=false"]
+        r = subprocess.run(
+            [*cmd, f"hydra.sweep.dir={out}"], capture_output=True, text=True, env=env, timeout=600
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        jobs = json.loads((out / "summary.json").read_text())["jobs"]
+        return {
+            next(o for o in j["overrides"] if o.startswith("seed=")): j["metrics"] for j in jobs
+        }
+
+    def good(m: dict) -> bool:
+        return m["test/modes_covered"] == 8 and m["test/high_quality"] >= 0.8
+
+    result = sweep("42,0,1,2,3")
+    if not all(good(result[f"seed={s}"]) for s in range(4)):
+        result |= sweep("4")
+    summary = {
+        k: (v["test/modes_covered"], round(v["test/high_quality"], 3)) for k, v in result.items()
+    }
+    print(f"\nexperiment=gan_ring: {summary}")
+    assert good(result["seed=42"]), summary
+    passed = [s for s in range(5) if f"seed={s}" in result and good(result[f"seed={s}"])]
+    assert len(passed) >= 4, summary
+
+
+def test_gan_digits_look_like_digits_to_a_classifier(tmp_path: Path) -> None:
+    """Samples of experiment=gan_digits, labelled by the MLP preset (experiment=digits) trained
+    on real digits: at least half with confidence ≥ 0.9, covering at least 8 of the 10 digits."""
+    clf_metrics = run(tmp_path / "clf", "experiment=digits", "logger=none", "trainer.max_epochs=30")
+    assert clf_metrics["test/accuracy"] >= 0.95  # a judge that knows digits
+    run(tmp_path / "gan", "experiment=gan_digits", "logger=none")
+    gan = load_module(tmp_path / "gan" / "checkpoints" / "best.ckpt")
+    clf = load_module(tmp_path / "clf" / "checkpoints" / "best.ckpt")
+    samples = gan.sample_raw(1000, seed=0)
+    assert 0 <= float(samples.min()) and float(samples.max()) <= 16  # pixels, 0-16
+    confidence, digit = clf.predict_raw(samples).max(1)
+    sure = confidence >= 0.9
+    assert float(sure.float().mean()) >= 0.5
+    assert len(set(digit[sure].tolist())) >= 8

@@ -84,6 +84,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.code_size": POSITIVE_INT,
     "model.noise_size": POSITIVE_INT,
     "model.d_steps": POSITIVE_INT,
+    "model.ema": FRACTION,
     "trainer.max_epochs": POSITIVE_INT,
     "trainer.max_steps": (lambda v: _integer(v) and (v > 0 or v == -1), "-1 or a positive integer"),
     "trainer.gradient_clip_val": (POSITIVE[0], "null or a number > 0"),
@@ -189,7 +190,7 @@ def resolve_task(cfg: DictConfig) -> tuple[str, str | None]:
         needs = next(m for m, t in MODEL_TASKS.items() if t == task)
         raise ConfigError(f"task={task} needs model={needs} (model={model} predicts a target)")
     if own is not None:
-        loss = cfg.task.loss if task != "auto" else None
+        loss = cfg.task.loss
         if loss is not None and loss not in TASK_COSTS[own]:
             raise ConfigError(
                 f"task.loss={loss} does not fit task={own}; use {' or '.join(TASK_COSTS[own])}"
@@ -355,7 +356,7 @@ def build_module(cfg: DictConfig, dm: TabularDataModule, p: Plan) -> HandpropMod
         task["pca_components"] = int(cfg.model.code_size)
     if p.task == "generation":
         task |= {"modes": table.modes, "mode_std": table.mode_std}
-        extra["d_steps"] = int(cfg.model.d_steps)
+        extra |= {"d_steps": int(cfg.model.d_steps), "ema": float(cfg.model.ema or 0)}
     module = module_class(name)(
         network={"name": name, **NETWORK_ARGS[name](cfg, dm)},
         task=task,

@@ -15,6 +15,7 @@ number.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -48,11 +49,18 @@ class GANModule(HandpropModule):
 
     LOSS = "g_loss"
 
-    def __init__(self, *args: Any, d_steps: int = 1, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, d_steps: int = 1, ema: float = 0.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if int(d_steps) != d_steps or d_steps < 1:
             raise ValueError(f"d_steps must be a positive integer, got {d_steps}")
-        self.d_steps = int(d_steps)
+        if not 0 <= ema < 1:
+            raise ValueError(f"ema must be in [0, 1), got {ema}")
+        self.d_steps, self.ema = int(d_steps), float(ema)
+        # The generator the run reports and samples from: the running average of the
+        # trained generator's weights (Yazıcı et al., 2019), or the trained one (ema = 0).
+        self.ema_generator = (
+            copy.deepcopy(self.net.generator).requires_grad_(False) if self.ema else None
+        )
         seed = int((self.hparams.get("config") or {}).get("seed", 0))
         # The training noise has its own generator, saved in every checkpoint, so a resumed
         # run draws the same noise as an uninterrupted one.
@@ -70,16 +78,24 @@ class GANModule(HandpropModule):
         return self.net.noise(n, self.noise_rng).to(self.device)
 
     @torch.no_grad()
+    def sample(self, z: Tensor) -> Tensor:
+        """Samples (scaled) for noise ``z`` from the reported generator: the weights' running
+        average when ``ema`` > 0, else the trained generator itself."""
+        if self.ema_generator is None:
+            return self.net(z)
+        return self.net.squash(self.ema_generator(z))
+
+    @torch.no_grad()
     def sample_raw(self, n: int, seed: int = 0) -> Tensor:
         """``n`` samples in the data's own units, from noise seeded by ``seed``."""
         z = self.net.noise(n, torch.Generator().manual_seed(seed)).to(self.device)
-        return self.task.prediction(self.net(z))
+        return self.task.prediction(self.sample(z))
 
     @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor) -> dict[str, float]:
         """The GAN's metrics on one split's real rows ``x`` and the fixed evaluation sample
         (:meth:`handprop.task.Task.generation_metrics`)."""
-        fake = self.net(self.eval_noise)
+        fake = self.sample(self.eval_noise)
         return self.task.generation_metrics(
             self.net.discriminate(x), self.net.discriminate(fake), x, fake
         )
@@ -97,6 +113,12 @@ class GANModule(HandpropModule):
             fake = self.generate(len(real))
             d_losses.append(self.discriminator_step(real, fake, opt_d))
         g_loss = self.generator_step(fake, opt_g)
+        if self.ema_generator is not None:  # θ̄ ← θ̄ + (1 − ema)(θ − θ̄)
+            with torch.no_grad():
+                for avg, p in zip(
+                    self.ema_generator.parameters(), self.net.generator.parameters(), strict=True
+                ):
+                    avg.lerp_(p, 1 - self.ema)
         if self.scheduler_interval == "step" and self.scheduler_fn is not None:
             for sched in self.lr_schedulers():
                 sched.step()

@@ -93,7 +93,7 @@ def gan_pictures(module: Any, dm: Any) -> dict[str, tuple[str, Any]]:
     """``samples``: an image grid (image data) or a scatter over the validation rows."""
     table = dm.table
     with torch.no_grad():
-        fake = module.task.unscale_inputs(module.net(module.eval_noise)).cpu()
+        fake = module.task.unscale_inputs(module.sample(module.eval_noise)).cpu()
     if table.image_shape is not None:
         lo, hi = float(table.X.min()), float(table.X.max())
         images = _unit(fake[:GRID_SAMPLES], lo, hi).reshape(-1, *table.image_shape)
