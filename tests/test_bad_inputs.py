@@ -206,6 +206,12 @@ CATALOGUE = [
         ["data.val_fraction=0", "model=gan", "validation"],
     ),
     ("ring-noise-negative", TRAIN, ["data=ring", "data.noise=-1"], ["data.noise", ">= 0"]),
+    (
+        "gan-under-ddp",
+        TRAIN,
+        ["model=gan", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"],
+        ["model=gan", "one process"],
+    ),
     # the user's CSV
     ("csv-no-path", TRAIN, ["data=csv", "task=regression", "data.target=y"], ["data.path"]),
     (

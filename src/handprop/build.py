@@ -507,6 +507,11 @@ def prepare(cfg: DictConfig, run_dir: Path) -> Run:
             f"optimized_metric={target} is not a metric of task={task}; choose one of "
             f"{', '.join(allowed_metrics(task))}"
         )
+    if task == "generation" and world_size(cfg) > 1:
+        raise ConfigError(
+            f"trainer.strategy={cfg.trainer.strategy} is not supported by model=gan: its two "
+            "networks' alternating updates run in one process; use trainer=default"
+        )
     dm = build_datamodule(cfg, task)
     p = plan(cfg, dm, task, cost)
     module = build_module(cfg, dm, p)
