@@ -1,14 +1,18 @@
-"""Forward + backward time of handprop.nn MLPs against the same networks built from torch.nn.
+"""Forward + backward time of handprop.nn networks against the same networks built from torch.nn.
 
-Each model is built twice with identical weights (handprop ``MLP`` and a ``torch.nn.Sequential``
-of ``Linear``/``ReLU``); one step is ``zero grads → forward → loss → backward`` (cross-entropy
-for the classification heads, MSE for the 4-5-1 regression net), float32, on CPU and, when
-available, CUDA. Repetitions of the two are interleaved (the order alternates every
+Each model is built twice with identical weights: the MLPs as handprop ``MLP`` and a
+``torch.nn.Sequential`` of ``Linear``/``ReLU``; a LeNet-5-sized CNN (conv 5×5 → ReLU → max-pool,
+twice, then a 400-120-84-10 head, on 1×28×28 images) and a 1-layer LSTM (input 32, hidden 128,
+50 steps, batch first, a linear head on the last state) from the drop-ins of ``handprop.nn``
+and their ``torch.nn`` twins. One step is ``zero grads → forward → loss → backward``
+(cross-entropy for the classification heads, MSE for the 4-5-1 regression net), float32, on CPU
+and, when available, CUDA. Repetitions of the two are interleaved (the order alternates every
 repetition) so drifts in machine load hit both alike; the table reports medians and
 ``ratio = handprop / torch``. ``torch.set_num_threads`` is left at its default unless
 ``--threads`` is given.
 
     python scripts/bench_functions.py [--reps 200] [--warmup 10] [--threads N] [--device cpu]
+                                      [--only LeNet --only LSTM]
 """
 
 from __future__ import annotations
@@ -41,6 +45,50 @@ SPECS = (
     Spec("64-512-512-10", 64, (512, 512), 10, 1024, "classification"),
     Spec("4-5-1", 4, (5,), 1, 32, "regression"),
 )
+
+
+def lenet(m) -> nn.Module:
+    """LeNet-5 for 28×28 digits from the module namespace ``m`` (``handprop.nn`` or ``torch.nn``)."""
+    return nn.Sequential(
+        m.Conv2d(1, 6, 5, padding=2), m.ReLU(), m.MaxPool2d(2),  # 6×28×28 → 6×14×14
+        m.Conv2d(6, 16, 5), m.ReLU(), m.MaxPool2d(2),  # 16×10×10 → 16×5×5
+        m.Flatten(), m.Linear(400, 120), m.ReLU(), m.Linear(120, 84), m.ReLU(), m.Linear(84, 10),
+    )  # fmt: skip
+
+
+class LastState(nn.Module):
+    """An LSTM over the sequence, then a linear head on the last step's output."""
+
+    def __init__(self, m, input_size: int, hidden_size: int, out_features: int) -> None:
+        super().__init__()
+        self.lstm = m.LSTM(input_size, hidden_size, batch_first=True)
+        self.head = m.Linear(hidden_size, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        output, _ = self.lstm(x)
+        return self.head(output[:, -1])
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    name: str
+    build: Callable  # module namespace -> model
+    input_shape: tuple[int, ...]  # one sample
+    out_features: int
+    batch: int
+
+
+NET_SPECS = (
+    NetSpec("LeNet-5 1x28x28", lenet, (1, 28, 28), 10, 64),
+    NetSpec("LSTM 32-128, 50 steps", lambda m: LastState(m, 32, 128, 10), (50, 32), 10, 64),
+)
+
+
+def build_net_pair(spec: NetSpec, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """A network of handprop drop-ins and its torch.nn twin, with the same weights."""
+    ours, theirs = spec.build(hnn), spec.build(nn)
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    return ours.to(device), theirs.to(device)
 
 
 def build_pair(spec: Spec, device: torch.device) -> tuple[nn.Module, nn.Module]:
@@ -97,6 +145,16 @@ def check_same(ours: nn.Module, theirs: nn.Module, x: torch.Tensor, loss_ours, l
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
+def compare(ours, theirs, x, y, loss_ours, loss_theirs, args, device) -> dict[str, float]:
+    """Check both models agree, then time one step of each: medians in ms by name."""
+    check_same(ours, theirs, x, loss_ours, loss_theirs, y)
+    steps = {
+        "torch": make_step(theirs, loss_theirs, x, y),
+        "handprop": make_step(ours, loss_ours, x, y),
+    }
+    return time_pair(steps, args.reps, args.warmup, device)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=200, help="timed repetitions per model")
@@ -113,7 +171,16 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         help="device(s) to run on; default cpu, plus cuda when available",
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        help="time only the models whose name contains this (repeatable); default: all",
+    )
     args = parser.parse_args(argv)
+
+    def wanted(name: str) -> bool:
+        return not args.only or any(o.lower() in name.lower() for o in args.only)
+
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
@@ -125,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for dev_name in devices:
         device = torch.device(dev_name)
-        for spec in SPECS:
+        for spec in [s for s in SPECS if wanted(s.name)]:
             torch.manual_seed(args.seed)
             ours, theirs = build_pair(spec, device)
             x = torch.randn(spec.batch, spec.in_features, device=device)
@@ -135,17 +202,16 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 y = torch.randn(spec.batch, spec.out_features, device=device)
                 loss_ours, loss_theirs = HF.mse_loss, nn.functional.mse_loss
-            check_same(ours, theirs, x, loss_ours, loss_theirs, y)
-            med = time_pair(
-                {
-                    "torch": make_step(theirs, loss_theirs, x, y),
-                    "handprop": make_step(ours, loss_ours, x, y),
-                },
-                args.reps,
-                args.warmup,
-                device,
-            )
+            med = compare(ours, theirs, x, y, loss_ours, loss_theirs, args, device)
             rows.append((spec.name, spec.batch, dev_name, med["torch"], med["handprop"]))
+        for net in [n for n in NET_SPECS if wanted(n.name)]:
+            torch.manual_seed(args.seed)
+            ours, theirs = build_net_pair(net, device)
+            x = torch.randn(net.batch, *net.input_shape, device=device)
+            y = torch.randint(0, net.out_features, (net.batch,), device=device)
+            loss_ours, loss_theirs = HF.cross_entropy, nn.functional.cross_entropy
+            med = compare(ours, theirs, x, y, loss_ours, loss_theirs, args, device)
+            rows.append((net.name, net.batch, dev_name, med["torch"], med["handprop"]))
 
     print("| model | batch | device | torch median ms | handprop median ms | ratio |")
     print("|---|---:|---|---:|---:|---:|")

@@ -375,6 +375,40 @@ def _claims(name: str, r: dict, cap: str) -> None:  # noqa: C901 — one branch 
         assert ("falls epoch by epoch" in cap) == all(
             b <= a for a, b in zip(cost, cost[1:], strict=False)
         )
+    elif name == "vanishing":
+        acts, say = ("sigmoid", "tanh", "relu"), _module(name).NAME
+        for a in acts:
+            v = r[a]
+            for when in ("init", "trained"):
+                d = v[f"delta_{when}"]
+                assert len(d) == r["depth"] + 1
+                assert v[f"orders_{when}"] == pytest.approx(math.log10(d[-1] / d[0]))
+            assert f"{say[a]} {v['orders_init']:.1f} ({v['orders_trained']:.1f})" in cap
+        # "through eight sigmoid layers it shrinks by orders of magnitude ... tanh and ReLU
+        # pass it on"
+        assert r["sigmoid"]["orders_init"] > 4 > 2 > max(r[a]["orders_init"] for a in acts[1:])
+
+        def reached(a: str) -> float:
+            return next((e for e, c in enumerate(r[a]["cost"]) if c <= r["target"]), math.inf)
+
+        fastest = min(acts, key=lambda a: (reached(a), r[a]["cost"][-1]))
+        assert fastest == "relu" and "ReLU trains fastest" in cap  # "ReLU trains fastest"
+        assert f"reaches {r['target']} at epoch {reached('relu')}" in cap
+        stuck = r["sigmoid"]["cost"][-1] > 0.9
+        assert ("no better than predicting the mean" in cap) == stuck
+    elif name == "overfitting":
+        tr, val = r["train_loss"], r["val_loss"]
+        b, s = r["best_epoch"], r["stop_epoch"]
+        assert val[b - 1] == min(val) and val.index(min(val)) == b - 1
+        # early stopping fired after `patience` epochs without a lower validation loss
+        assert s == r["trainer_epochs"] == b + r["patience"]
+        assert f"fires after epoch {s}" in cap and f"weights of epoch {b} are restored" in cap
+        # the training loss keeps falling while the validation loss turns up
+        falls = sum(y < x for x, y in zip(tr[b - 1 : s - 1], tr[b:s], strict=True))
+        assert tr[s - 1] < tr[b - 1] and falls >= 0.8 * (s - b)
+        assert val[s - 1] > val[b - 1]
+        assert r["restored"]["loss"] < r["last"]["loss"] and "score better than" in cap
+        assert r["restored"]["rmse"] < r["last"]["rmse"]
 
 
 @pytest.mark.parametrize("name", list(DEMOS))

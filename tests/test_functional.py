@@ -180,7 +180,101 @@ def _cases() -> list[Case]:
                     ),
                 ),
             ]
+    cases += _network_cases()
     return cases
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: these tensors are tiny, and a second OpenMP thread competing for a
+    shared 2-core machine made single convolutions take milliseconds (torch's own too)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _network_cases() -> list[Case]:
+    """One case per convolutional / recurrent Function (tests/test_convolution.py and
+    tests/test_recurrent.py hold their full grids)."""
+    from handprop.functional.dropout import DropoutFunction
+
+    def rnn_args(dt, gates=1):
+        return (
+            randn(3, 2, 3, dtype=dt),
+            randn(1, 2, 2, dtype=dt, seed=1),
+            *(randn(*s, dtype=dt, seed=2 + k) for k, s in enumerate(
+                [(2 * gates, 3), (2 * gates, 2), (2 * gates,), (2 * gates,)]
+            )),
+        )  # fmt: skip
+
+    def lstm_args(dt):
+        x, h, *w = rnn_args(dt, 4)
+        return (x, h, randn(1, 2, 2, dtype=dt, seed=9), *w)
+
+    mask = (torch.rand(2, 3, 4, generator=_gen(5)) > 0.3).to(F64) / 0.7
+    return [
+        (
+            "conv2d-2x2x5x4",
+            "conv2d",
+            lambda x, w, b: F.conv2d(x, w, b, 1, 1),
+            lambda x, w, b: TF.conv2d(x, w, b, 1, 1),
+            lambda dt: (
+                randn(2, 2, 5, 4, dtype=dt),
+                randn(3, 2, 3, 3, dtype=dt, seed=1),
+                randn(3, dtype=dt, seed=2),
+            ),
+        ),
+        (
+            "max_pool2d-2x2x5x4",
+            "max_pool2d",
+            lambda x: F.max_pool2d(x, 2, 1, 1),
+            lambda x: TF.max_pool2d(x, 2, 1, 1),
+            lambda dt: (randn(2, 2, 5, 4, dtype=dt),),
+        ),
+        (
+            "avg_pool2d-2x2x5x4",
+            "avg_pool2d",
+            lambda x: F.avg_pool2d(x, 3, 2, 1),
+            lambda x: TF.avg_pool2d(x, 3, 2, 1),
+            lambda dt: (randn(2, 2, 5, 4, dtype=dt),),
+        ),
+        (
+            "flatten-2x3x4",
+            "flatten",
+            lambda x: F.flatten(x, 1),
+            lambda x: torch.flatten(x, 1),
+            lambda dt: (randn(2, 3, 4, dtype=dt),),
+        ),
+        (
+            "dropout-2x3x4",
+            "dropout",
+            lambda x: DropoutFunction.apply(x, mask.to(x.dtype)),
+            lambda x: x * mask.to(x.dtype),
+            lambda dt: (randn(2, 3, 4, dtype=dt),),
+        ),
+        (
+            "rnn_tanh-3x2x3",
+            "rnn_tanh",
+            lambda x, h, *w: F.rnn_tanh(x, h, w, True, 1, 0.0, False, False, False)[0],
+            lambda x, h, *w: torch.rnn_tanh(x, h, w, True, 1, 0.0, False, False, False)[0],
+            rnn_args,
+        ),
+        (
+            "rnn_relu-3x2x3",
+            "rnn_relu",
+            lambda x, h, *w: F.rnn_relu(x, h, w, True, 1, 0.0, False, False, False)[0],
+            lambda x, h, *w: torch.rnn_relu(x, h, w, True, 1, 0.0, False, False, False)[0],
+            rnn_args,
+        ),
+        (
+            "lstm-3x2x3",
+            "lstm",
+            lambda x, h, c, *w: F.lstm(x, (h, c), w, True, 1, 0.0, False, False, False)[0],
+            lambda x, h, c, *w: torch.lstm(x, (h, c), w, True, 1, 0.0, False, False, False)[0],
+            lstm_args,
+        ),
+    ]
 
 
 CASES = _cases()
@@ -260,6 +354,44 @@ def test_grad_fn_is_handprop_function(name):
             x, y.detach().sigmoid()
         ),
         "cross_entropy": lambda: F.cross_entropy(x, classes(3, n_classes=4)),
+        "conv2d": lambda: F.conv2d(x.view(1, 1, 3, 4), randn(2, 1, 2, 2, seed=2)),
+        "max_pool2d": lambda: F.max_pool2d(x.view(1, 1, 3, 4), 2),
+        "avg_pool2d": lambda: F.avg_pool2d(x.view(1, 1, 3, 4), 2),
+        "flatten": lambda: F.flatten(x.view(3, 2, 2), 1),
+        "dropout": lambda: F.dropout(x, 0.5),
+        "rnn_tanh": lambda: F.rnn_tanh(
+            x.view(3, 1, 4),
+            y[:1, :2].reshape(1, 1, 2),
+            [randn(2, 4), randn(2, 2)],
+            False,
+            1,
+            0.0,
+            False,
+            False,
+            False,
+        )[0],
+        "rnn_relu": lambda: F.rnn_relu(
+            x.view(3, 1, 4),
+            y[:1, :2].reshape(1, 1, 2),
+            [randn(2, 4), randn(2, 2)],
+            False,
+            1,
+            0.0,
+            False,
+            False,
+            False,
+        )[0],
+        "lstm": lambda: F.lstm(
+            x.view(3, 1, 4),
+            (y[:1, :2].reshape(1, 1, 2), y[1:2, :2].reshape(1, 1, 2)),
+            [randn(8, 4), randn(8, 2)],
+            False,
+            1,
+            0.0,
+            False,
+            False,
+            False,
+        )[0],
     }[name]()
     assert type(out.grad_fn).__name__.endswith("Backward")
     assert out.grad_fn._forward_cls in FUNCTIONS.values()

@@ -98,6 +98,11 @@ def test_autoencoder_recursion_equals_autograd() -> None:
     for g, p in zip(by_recursion, ae.parameters(), strict=True):
         torch.testing.assert_close(g, p.grad, rtol=1e-10, atol=1e-12)
     assert ae.encode(x).shape == (9, 2) and ae.hidden_features == [5, 4, 2, 4, 5]
+    seen: dict[tuple[str, int], torch.Tensor] = {}  # what monitors=on reads, layer by layer
+    ae.backprop(x, x, MSELoss(), lambda kind, l, t: seen.__setitem__((kind, l), t))
+    assert sorted(k for k, _ in seen if k == "delta") == ["delta"] * 6  # 3 + 3 Linear layers
+    assert {l for k, l in seen if k == "activation"} == {0, 1, 3, 4}  # not the code, nor x̂
+    torch.testing.assert_close(seen["delta", 5], 2 * (ae(x) - x) / x.numel())
 
 
 def test_code_size_must_be_positive() -> None:

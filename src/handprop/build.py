@@ -103,6 +103,14 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "callbacks.checkpoint.every_seconds": NON_NEGATIVE,
     "callbacks.early_stopping.patience": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     "task.loss": _one_of(COSTS),
+    "lr_find": (lambda v: v is True or v is False or v == "only", "true, false or only"),
+    "lr_finder.min_lr": POSITIVE,
+    "lr_finder.max_lr": POSITIVE,
+    "lr_finder.updates": (lambda v: _integer(v) and v >= 20, "an integer >= 20"),
+    "lr_finder.stop_factor": (lambda v: _number(v) and v > 1, "a number > 1"),
+    "monitors.enabled": (lambda v: isinstance(v, bool), "true or false (or monitors=on / off)"),
+    "monitors.every_n": POSITIVE_INT,
+    "monitors.histograms": (lambda v: isinstance(v, bool), "true or false"),
 }
 OPTIONAL = {
     "optimizer.weight_decay",
@@ -374,6 +382,11 @@ def build_module(cfg: DictConfig, dm: TabularDataModule, p: Plan) -> HandpropMod
         max_steps=cfg.trainer.max_steps,
         backprop=cfg.backprop,
         log_lr=bool(cfg.callbacks.lr_monitor),
+        monitors=(
+            {"every_n": cfg.monitors.every_n, "histograms": cfg.monitors.histograms}
+            if cfg.monitors.enabled
+            else None
+        ),
         **extra,
     )
     if p.task == "reconstruction":  # the PCA the autoencoder is measured against

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from handprop.guards import Diverged
+from handprop.monitors import Monitors
 from handprop.networks import GAN, Autoencoder
 from handprop.nn import MLP
 from handprop.task import Task
@@ -55,6 +56,9 @@ class HandpropModule(L.LightningModule):
         backprop: ``recursion`` (:meth:`MLP.backprop`, the δ recursion written out),
             ``autograd`` (``C.backward()`` through the Functions) or ``auto``: the recursion
             where it applies (an MLP, one process, float32), autograd elsewhere.
+        monitors: :class:`~handprop.monitors.Monitors`' keyword arguments (``every_n``,
+            ``histograms``) to log per-layer gradients, δ, update ratios and dead units
+            every ``every_n`` updates; None: off.
     """
 
     #: The name of the cost each update returns: the tags ``train/loss``, ``train/epoch_loss``.
@@ -74,6 +78,7 @@ class HandpropModule(L.LightningModule):
         max_steps: int = -1,
         backprop: str = "auto",
         log_lr: bool = True,
+        monitors: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         # The updates are ours (training_step runs many per Lightning step).
@@ -88,6 +93,7 @@ class HandpropModule(L.LightningModule):
         self.scheduler_interval, self.monitor = scheduler_interval, monitor
         self.gradient_clip_val, self.max_steps = gradient_clip_val, max_steps
         self.backprop, self.log_lr = backprop, log_lr
+        self.monitors = Monitors(**monitors) if monitors else None
         self.by_recursion = False  # decided in on_fit_start
         self.updates = 0  # optimiser updates so far
         self.last_losses: list[float] = []  # the last chunk's per-update losses
@@ -116,8 +122,10 @@ class HandpropModule(L.LightningModule):
         weight, then ``W ← W − η ∂C/∂W`` (or the optimizer's rule) and the step-interval
         schedule. Returns ``C``, detached."""
         opt = self.optimizers()
+        # Every monitors.every_n-th update is watched (None: not this one, or monitors off).
+        watch = self.monitors and self.monitors.watch(self.net, self.updates, not self.by_recursion)
         if self.by_recursion:
-            loss = self.net.backprop(x, y, self.task.cost)  # overwrites every .grad
+            loss = self.net.backprop(x, y, self.task.cost, watch)  # overwrites every .grad
             if self.gradient_clip_val:
                 torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.gradient_clip_val)
             # The optimizer itself: Lightning's wrapper would dispatch its hooks for every
@@ -133,6 +141,8 @@ class HandpropModule(L.LightningModule):
                 self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val)
             opt.step()
             loss = loss.detach()
+        if watch:
+            watch.close(self.loggers)
         if self.scheduler_interval == "step" and self.scheduler_fn is not None:
             self.lr_schedulers().step()
         self.updates += 1

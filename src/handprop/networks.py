@@ -14,7 +14,7 @@ Both run on the hand-written Functions: autograd through them, or the δ recursi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -77,17 +77,31 @@ class Autoencoder(nn.Module):
     def forward(self, input: Tensor) -> Tensor:
         return self.decoder(self.encoder(input))
 
-    def backprop(self, input: Tensor, target: Tensor, cost: nn.Module) -> Tensor:
+    def backprop(
+        self,
+        input: Tensor,
+        target: Tensor,
+        cost: nn.Module,
+        record: Callable[[str, int, Tensor], None] | None = None,
+    ) -> Tensor:
         r"""One forward and backward pass by the δ recursion, as :meth:`MLP.backprop`, through
         both halves: the decoder's recursion ends in ``δ_c = ∂C/∂c`` (the code is the
         encoder's linear output, so that is the encoder's ``δ_L``), and the encoder's starts
-        from it. Returns ``C``; every ``.grad`` is overwritten."""
+        from it. Returns ``C``; every ``.grad`` is overwritten. ``record`` as
+        :meth:`MLP.backprop`'s, the layers counted through the encoder, then the decoder."""
+        shift = len(self.encoder.linears)
+        on_decoder = None if record is None else (lambda kind, l, t: record(kind, l + shift, t))
         with torch.no_grad():
             enc = self.encoder.forward_kept(input)
             dec = self.decoder.forward_kept(enc[-1])
             C, delta = cost.value_and_delta(dec[-1], target)
-            delta_code = self.decoder.backward_from(dec, delta, input_delta=True)
-            self.encoder.backward_from(enc, delta_code)
+            if record is not None:
+                for l, a in enumerate(enc[2:-1:2]):  # the hidden layers' activations
+                    record("activation", l, a)
+                for l, a in enumerate(dec[2:-1:2]):
+                    on_decoder("activation", l, a)
+            delta_code = self.decoder.backward_from(dec, delta, input_delta=True, record=on_decoder)
+            self.encoder.backward_from(enc, delta_code, record=record)
         return C
 
 

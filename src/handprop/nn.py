@@ -323,7 +323,13 @@ class MLP(nn.Module):
     def forward(self, input: Tensor) -> Tensor:
         return self.layers(input)
 
-    def backprop(self, input: Tensor, target: Tensor, cost: nn.Module) -> Tensor:
+    def backprop(
+        self,
+        input: Tensor,
+        target: Tensor,
+        cost: nn.Module,
+        record: Callable[[str, int, Tensor], None] | None = None,
+    ) -> Tensor:
         r"""One forward and one backward pass by the notes' δ recursion, without autograd.
 
         Forward, keeping what the backward needs (``a₀ = x``; the output layer is linear)::
@@ -346,6 +352,10 @@ class MLP(nn.Module):
             cost: a handprop loss module; ``cost.value_and_delta(z, y)`` gives ``C`` and
                 ``∂C/∂z``, as each cost pairs its ``fn`` with its ``delta`` in Nielsen's
                 ``network.py``.
+            record: when given, called with ``("activation", l, a_l)`` for each hidden
+                layer and ``("delta", l, δ_l)`` for each layer as the recursion computes it
+                (``l`` counts the Linear layers from 0 at the input side): what
+                :mod:`handprop.monitors` reads. The tensors are not modified afterwards.
 
         Returns:
             ``C`` (a 0-dim tensor, not part of any graph). Every parameter's ``.grad`` is
@@ -361,7 +371,10 @@ class MLP(nn.Module):
         with torch.no_grad():
             kept = self.forward_kept(input)
             C, delta = cost.value_and_delta(kept[-1], target)  # δ_L = ∂C/∂z_L
-            self.backward_from(kept, delta)
+            if record is not None:
+                for l, a in enumerate(kept[2:-1:2]):  # a_1 … a_{L−1}
+                    record("activation", l, a)
+            self.backward_from(kept, delta, record=record)
         return C
 
     def forward_kept(self, input: Tensor) -> list[Tensor]:
@@ -379,7 +392,12 @@ class MLP(nn.Module):
         return kept
 
     def backward_from(
-        self, kept: list[Tensor], delta: Tensor, grads: bool = True, input_delta: bool = False
+        self,
+        kept: list[Tensor],
+        delta: Tensor,
+        grads: bool = True,
+        input_delta: bool = False,
+        record: Callable[[str, int, Tensor], None] | None = None,
     ) -> Tensor | None:
         r"""The backward pass of :meth:`backprop` from a given ``δ_L = ∂C/∂z_L`` (N, out), over
         what :meth:`forward_kept` kept: ``∂C/∂W_l = δ_lᵀ a_{l−1}``, ``∂C/∂b_l = Σₙ δ_l``,
@@ -391,6 +409,7 @@ class MLP(nn.Module):
             grads: write each parameter's ``.grad`` (False: leave them, e.g. a network that
                 only passes δ on to the one before it).
             input_delta: also return ``∂C/∂x = δ_1 W_1``, the δ of whatever made the input.
+            record: called with ``("delta", l, δ_l)`` for each layer, as :meth:`backprop`'s.
 
         Returns:
             ``∂C/∂x`` (N, in_features) when ``input_delta``, else None.
@@ -399,6 +418,8 @@ class MLP(nn.Module):
         linears = self.linears
         for l in range(len(linears) - 1, -1, -1):
             layer = linears[l]
+            if record is not None:
+                record("delta", l, delta)
             if grads:  # written into the existing .grad tensors: no new tensor per step
                 torch.mm(delta.t(), kept[2 * l], out=_grad(layer.weight))  # δᵀ a
                 if layer.bias is not None:
@@ -415,3 +436,514 @@ def _grad(p: Tensor) -> Tensor:
     if p.grad is None:
         p.grad = torch.empty_like(p)
     return p.grad
+
+
+# ============================================================================================
+# Convolutional and recurrent networks: drop-ins for torch.nn's Conv2d, pooling, Flatten,
+# Dropout, RNN and LSTM (same arguments, parameter names, shapes and initial draws)
+# ============================================================================================
+__all__ += [  # noqa: PLE0605 — the section's names, kept beside it
+    "Conv2d",
+    "MaxPool2d",
+    "AvgPool2d",
+    "Flatten",
+    "Dropout",
+    "RNN",
+    "LSTM",
+]
+
+
+def _check_positive_int(value: object, name: str, owner: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+
+
+class Conv2d(nn.Module):
+    r"""A layer of ``out_channels`` filters sliding over the image: the neuron with shared
+    weights, ``z[n,o] = b[o] + Σ_c W[o,c] ⋆ x[n,c]`` (see :func:`handprop.functional.conv2d`).
+
+    Shapes: input (N, C_in, H, W) or (C_in, H, W) → output (N, C_out, Ho, Wo).
+    Parameters: ``weight`` (C_out, C_in/groups, kh, kw), ``bias`` (C_out,) — as torch.
+    Initialised like ``torch.nn.Conv2d``: ``U(−1/√fan_in, 1/√fan_in)`` for both, fan_in =
+    ``C_in/groups · kh · kw``, with the same random draws. ``padding_mode`` other than
+    ``"zeros"`` is not supported.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: str | int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        from handprop.functional.convolution import _pair  # here: the section stays apart
+
+        for name, value in (
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("groups", groups),
+        ):
+            _check_positive_int(value, name, "Conv2d")
+        if in_channels % groups != 0:
+            raise ValueError("Conv2d: in_channels must be divisible by groups")
+        if out_channels % groups != 0:
+            raise ValueError("Conv2d: out_channels must be divisible by groups")
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.dilation = _pair(dilation, "dilation")
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(
+                    f"Conv2d: invalid padding string {padding!r}, should be 'same' or 'valid'"
+                )
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError("Conv2d: padding='same' is not supported for strided convolutions")
+            self.padding: str | tuple[int, int] = padding
+        else:
+            self.padding = _pair(padding, "padding")
+        if padding_mode != "zeros":
+            raise ValueError(
+                f"Conv2d: handprop supports padding_mode='zeros' only, got {padding_mode!r}"
+            )
+        if min(self.kernel_size) <= 0 or min(self.stride) <= 0 or min(self.dilation) <= 0:
+            raise ValueError("Conv2d: kernel_size, stride and dilation must be positive")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.padding_mode = padding_mode
+        kw = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels // groups, *self.kernel_size, **kw)
+        )
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels, **kw))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # torch.nn.Conv2d's kaiming_uniform_(a=√5) written out as in Linear: bound 1/√fan_in.
+        fan_in = self.weight.shape[1] * self.weight.shape[2] * self.weight.shape[3]
+        gain = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))
+        bound = math.sqrt(3.0) * gain / math.sqrt(fan_in)
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound)
+            if self.bias is not None:
+                b = 1 / math.sqrt(fan_in)
+                self.bias.uniform_(-b, b)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.conv2d(
+            input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
+
+    def extra_repr(self) -> str:
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}"
+        )
+        if self.padding != (0, 0):
+            s += f", padding={self.padding!r}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class MaxPool2d(nn.Module):
+    """Max pooling over (dilated) windows; the gradient goes to each window's maximum.
+
+    Shapes: (N, C, H, W) or (C, H, W) → (N, C, Ho, Wo); arguments as ``torch.nn.MaxPool2d``.
+    """
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        return_indices: bool = False,
+        ceil_mode: bool = False,
+    ) -> None:
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride if stride is not None else kernel_size
+        self.padding, self.dilation = padding, dilation
+        self.return_indices, self.ceil_mode = return_indices, ceil_mode
+
+    def forward(self, input: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        return F.max_pool2d(
+            input,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.ceil_mode,
+            self.return_indices,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
+        )
+
+
+class AvgPool2d(nn.Module):
+    """Average pooling; each input gets an equal share of its windows' δ.
+
+    Shapes: (N, C, H, W) or (C, H, W) → (N, C, Ho, Wo); arguments as ``torch.nn.AvgPool2d``.
+    """
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        divisor_override: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride if stride is not None else kernel_size
+        self.padding, self.ceil_mode = padding, ceil_mode
+        self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.avg_pool2d(
+            input,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.ceil_mode,
+            self.count_include_pad,
+            self.divisor_override,
+        )
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class Flatten(nn.Module):
+    """Dimensions ``start_dim … end_dim`` into one: (N, C, H, W) → (N, C·H·W) by default."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.flatten(input, self.start_dim, self.end_dim)
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Dropout(nn.Module):
+    """While training, zero each element with probability ``p`` and scale the rest by
+    ``1 / (1 − p)`` (torch's draws); the identity in ``eval()``. Any shape."""
+
+    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        self.p, self.inplace = p, inplace
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.dropout(input, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class _Recurrent(nn.Module):
+    """What RNN and LSTM share: arguments, parameters, initialisation and input checks, as
+    ``torch.nn.RNNBase``."""
+
+    _gates = 1
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        bias: bool,
+        batch_first: bool,
+        dropout: float,
+        bidirectional: bool,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+    ) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        for name, value in (
+            ("input_size", input_size),
+            ("hidden_size", hidden_size),
+            ("num_layers", num_layers),
+        ):
+            _check_positive_int(value, name, owner)
+        for name, value in (
+            ("bias", bias),
+            ("batch_first", batch_first),
+            ("bidirectional", bidirectional),
+        ):
+            if not isinstance(value, bool):
+                raise ValueError(f"{owner}: {name} must be True or False, got {value!r}")
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, (int, float))
+            or not (0 <= dropout <= 1)
+        ):
+            raise ValueError(
+                f"{owner}: dropout should be a number in range [0, 1] representing the "
+                f"probability of an element being zeroed, got {dropout!r}"
+            )
+        if dropout > 0 and num_layers == 1:
+            import warnings  # here: the section stays apart
+
+            warnings.warn(
+                "dropout option adds dropout after all but last recurrent layer, so non-zero "
+                f"dropout expects num_layers greater than 1, but got dropout={dropout} and "
+                f"num_layers={num_layers}",
+                stacklevel=3,
+            )
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first = bias, batch_first
+        self.dropout, self.bidirectional = float(dropout), bidirectional
+        kw = {"device": device, "dtype": dtype}
+        directions = 2 if bidirectional else 1
+        gate_size = self._gates * hidden_size
+        # torch's names and registration order (parameters() order = the initial draws' order)
+        self._flat_weights_names: list[str] = []
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else hidden_size * directions
+            for direction in range(directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+                shapes = {
+                    "weight_ih": (gate_size, layer_input),
+                    "weight_hh": (gate_size, hidden_size),
+                }
+                if bias:
+                    shapes |= {"bias_ih": (gate_size,), "bias_hh": (gate_size,)}
+                for name, shape in shapes.items():
+                    setattr(self, name + suffix, nn.Parameter(torch.empty(*shape, **kw)))
+                    self._flat_weights_names.append(name + suffix)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Every weight and bias ``U(−1/√H, 1/√H)``, drawn in torch's order."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.uniform_(-bound, bound)
+
+    @property
+    def _flat_weights(self) -> list[Tensor]:
+        return [getattr(self, n) for n in self._flat_weights_names]
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """The parameters per layer and direction, as ``torch.nn.RNNBase.all_weights``."""
+        per = 4 if self.bias else 2
+        w = self._flat_weights
+        return [w[k : k + per] for k in range(0, len(w), per)]
+
+    def flatten_parameters(self) -> None:
+        """A no-op, for code written for torch's modules (cuDNN's one weight buffer)."""
+
+    def _prepare(self, input: Tensor, hx: Tensor | None, name: str) -> tuple[Tensor, Tensor, bool]:
+        """Checks the input and one initial state, batches both, fills in a missing state."""
+        owner = type(self).__name__
+        if isinstance(input, nn.utils.rnn.PackedSequence):
+            raise ValueError(f"{owner}: PackedSequence input is not supported; pad the batch")
+        if input.dim() not in (2, 3):
+            raise ValueError(
+                f"{owner}: expected input to be 2-D (unbatched) or 3-D, got {input.dim()}-D"
+            )
+        if input.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{owner}: input.size(-1) must be equal to input_size. Expected "
+                f"{self.input_size}, got {input.shape[-1]}"
+            )
+        batched = input.dim() == 3
+        if not batched:
+            input = input.unsqueeze(0 if self.batch_first else 1)
+        directions = 2 if self.bidirectional else 1
+        batch = input.shape[0 if self.batch_first else 1]
+        expected = (self.num_layers * directions, batch, self.hidden_size)
+        if hx is None:
+            hx = torch.zeros(expected, dtype=input.dtype, device=input.device)
+        else:
+            if hx.dim() != (3 if batched else 2):
+                raise ValueError(
+                    f"{owner}: for {input.dim() if batched else 2}-D input, {name} must be "
+                    f"{3 if batched else 2}-D, got {hx.dim()}-D"
+                )
+            if not batched:
+                hx = hx.unsqueeze(1)
+            if tuple(hx.shape) != expected:
+                raise ValueError(
+                    f"{owner}: expected {name} of size {list(expected)}, got {list(hx.shape)}"
+                )
+        if input.dtype != self.weight_ih_l0.dtype:
+            raise ValueError(
+                f"{owner}: input dtype ({input.dtype}) does not match weight dtype "
+                f"({self.weight_ih_l0.dtype}); convert one with .to()"
+            )
+        return input, hx, batched
+
+    def _unbatch(self, output: Tensor, states: tuple[Tensor, ...], batched: bool) -> tuple:
+        if batched:
+            return output, states
+        return output.squeeze(0 if self.batch_first else 1), tuple(s.squeeze(1) for s in states)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        return s
+
+
+class RNN(_Recurrent):
+    r"""The Elman RNN, ``h_t = tanh(x_t W_ihᵀ + b_ih + h_{t−1} W_hhᵀ + b_hh)`` (or ReLU), with
+    ``num_layers`` stacked layers, each optionally reading the sequence both ways.
+
+    Arguments, parameter names (``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
+    ``bias_hh_l{k}``, ``…_reverse``), shapes and initial draws as ``torch.nn.RNN``.
+
+    Shapes: input (T, N, I) ((N, T, I) with ``batch_first``; (T, I) unbatched), ``h_0``
+    (num_layers·D, N, H), D = 2 if bidirectional else 1 → ``output`` (T, N, D·H), every state
+    of the last layer, and ``h_n`` (num_layers·D, N, H), every layer's last state.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(
+                f"RNN: unknown nonlinearity {nonlinearity!r}; select from 'tanh' or 'relu'"
+            )
+        self.nonlinearity = nonlinearity
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device,
+            dtype,
+        )
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        input, hx, batched = self._prepare(input, hx, "hx")
+        run = F.rnn_tanh if self.nonlinearity == "tanh" else F.rnn_relu
+        output, h_n = run(
+            input,
+            hx,
+            self._flat_weights,
+            self.bias,
+            self.num_layers,
+            self.dropout,
+            self.training,
+            self.bidirectional,
+            self.batch_first,
+        )
+        output, (h_n,) = self._unbatch(output, (h_n,), batched)
+        return output, h_n
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s + (f", nonlinearity={self.nonlinearity!r}" if self.nonlinearity != "tanh" else "")
+
+
+class LSTM(_Recurrent):
+    r"""The long short-term memory: four gates and a cell state ``c_t = f ⊙ c_{t−1} + i ⊙ g``,
+    ``h_t = o ⊙ tanh(c_t)`` (see :class:`handprop.functional.recurrent.LSTMFunction`).
+
+    Arguments, parameter names (``weight_ih_l{k}`` (4H, ·) with the gates in torch's order
+    i, f, g, o, …), shapes and initial draws as ``torch.nn.LSTM``; ``proj_size`` must be 0.
+
+    Shapes: input as :class:`RNN`; ``(h_0, c_0)`` each (num_layers·D, N, H) → ``output``
+    (T, N, D·H) and ``(h_n, c_n)`` each (num_layers·D, N, H).
+    """
+
+    _gates = 4
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if proj_size != 0:
+            raise ValueError(f"LSTM: handprop supports proj_size=0 only, got {proj_size!r}")
+        self.proj_size = 0
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device,
+            dtype,
+        )
+
+    def forward(
+        self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+            raise ValueError("LSTM: hx must be the pair (h_0, c_0)")
+        h0, c0 = (None, None) if hx is None else hx
+        if (h0 is None) != (c0 is None):
+            raise ValueError("LSTM: give both h_0 and c_0, or neither")
+        batched_input, h0, batched = self._prepare(input, h0, "h_0")
+        _, c0, _ = self._prepare(input, c0, "c_0")
+        output, h_n, c_n = F.lstm(
+            batched_input,
+            (h0, c0),
+            self._flat_weights,
+            self.bias,
+            self.num_layers,
+            self.dropout,
+            self.training,
+            self.bidirectional,
+            self.batch_first,
+        )
+        output, (h_n, c_n) = self._unbatch(output, (h_n, c_n), batched)
+        return output, (h_n, c_n)

@@ -25,7 +25,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from handprop.cli import ConfigError, call_reporting, run_cli
+from handprop.cli import ConfigError, call_reporting, run_cli, writing
 
 
 def predict(
@@ -94,11 +94,12 @@ def _samples(
 def _write(out: Path, header: list[str], rows: list[list[str]]) -> None:
     """``header`` and ``rows`` to ``out``, through a temporary file renamed over it."""
     tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(tmp, out)
+    with writing(out, tmp):  # a failed write: no .tmp left, one line naming the output
+        with tmp.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            w.writerows(rows)
+        os.replace(tmp, out)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")

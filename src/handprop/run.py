@@ -7,6 +7,7 @@ run did. The metrics are those of the best weights (by ``val/loss``) unless
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
@@ -14,22 +15,36 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 from torch.utils.tensorboard.summary import hparams
 
+from handprop import lr_find
 from handprop.build import hparams_summary, prepare
 from handprop.checkpoint import read_checkpoint
-from handprop.cli import format_table, write_json_atomic
+from handprop.cli import ConfigError, format_table, write_json_atomic
 from handprop.guards import Checkpoints, Diverged
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Train, evaluate and write ``metrics.json`` into ``run_dir``; return the metrics."""
     t0 = time.perf_counter()
+    if cfg.lr_find:  # the learning-rate range test first; then train with its suggestion
+        lr = lr_find.find(cfg, run_dir)
+        if cfg.lr_find == "only":
+            return {"suggested_lr": lr}
+        cfg = copy.deepcopy(cfg)
+        cfg.optimizer.lr = lr
     run = prepare(cfg, run_dir)
     dm, module, trainer = run.datamodule, run.module, run.trainer
     ckpt_path = cfg.ckpt_path
     if ckpt_path == "last":
         ckpt_path = str(run_dir / "checkpoints" / "last.ckpt")
     if ckpt_path is not None:
-        read_checkpoint(ckpt_path)  # a missing, foreign or unsafe file: one line, before fit
+        # a missing, foreign or unsafe file: one line, before fit
+        done = read_checkpoint(ckpt_path).get("epoch", 0)
+        if done > cfg.trainer.max_epochs:
+            raise ConfigError(
+                f"ckpt_path: {ckpt_path} has trained {done} epochs, more than "
+                f"trainer.max_epochs={cfg.trainer.max_epochs}; set trainer.max_epochs={done} or "
+                "more to resume it"
+            )
     if trainer.is_global_zero:  # under DDP the other ranks write nothing here
         for stale in ("metrics.json", "error.json"):
             (run_dir / stale).unlink(missing_ok=True)

@@ -79,6 +79,37 @@ def train_run(cfg: Any, run_dir: Path) -> dict[str, float]:
     return train(cfg, run_dir)
 
 
+def train_logged(cfg: Any) -> tuple[dict[str, float], list[dict[str, float]], dict[str, Any]]:
+    """``handprop-train`` on ``cfg`` (with ``logger=csv`` and checkpoints) in a scratch
+    directory, its report kept off the terminal. Returns its final metrics, one row per epoch
+    from its CSV log (``epoch``, ``train/epoch_loss``, ``val/…``) and the metrics of its last
+    weights (``checkpoints/last.ckpt``) on each split, by split."""
+    import contextlib
+    import csv
+    import io
+    import tempfile
+    import warnings
+
+    from omegaconf import OmegaConf
+
+    from handprop.checkpoint import load_module
+
+    with tempfile.TemporaryDirectory(prefix="handprop-demo-") as tmp:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            metrics = train_run(cfg, Path(tmp))
+        with open(Path(tmp) / "csv" / "metrics.csv", newline="") as fh:
+            rows = [
+                {k: float(v) for k, v in row.items() if v not in (None, "")}
+                for row in csv.DictReader(fh)
+            ]
+        last = load_module(Path(tmp) / "checkpoints" / "last.ckpt")
+    dm = _builders().build_datamodule(OmegaConf.create(last.hparams["config"]), last.task.name)
+    at_last = {s: last.evaluate(*dm.split(s)) for s in ("train", "val", "test") if dm.has(s)}
+    epochs = [row for row in rows if "train/epoch_loss" in row]
+    return metrics, epochs, at_last
+
+
 def fit_trainer(cfg: Any, run_dir: Path, callbacks: tuple = ()) -> Any:
     """``handprop-train``'s own objects for ``cfg`` (:func:`handprop.build.prepare`), fitted by
     its Lightning trainer with ``callbacks`` added (to watch the training), the best weights

@@ -29,6 +29,17 @@ from handprop.functional.activations import (
     tanh,
 )
 from handprop.functional.base import REDUCTIONS, HandFunction
+from handprop.functional.convolution import (
+    AvgPool2dFunction,
+    Conv2dFunction,
+    FlattenFunction,
+    MaxPool2dFunction,
+    avg_pool2d,
+    conv2d,
+    flatten,
+    max_pool2d,
+)
+from handprop.functional.dropout import DropoutFunction, dropout
 from handprop.functional.losses import (
     BCEWithLogitsFunction,
     CrossEntropyFunction,
@@ -39,6 +50,7 @@ from handprop.functional.losses import (
     quadratic_cost,
 )
 from handprop.functional.neuron import LinearFunction, linear
+from handprop.functional.recurrent import LSTMFunction, RNNFunction, lstm, rnn_relu, rnn_tanh
 
 __all__ = [
     "linear",
@@ -51,6 +63,14 @@ __all__ = [
     "quadratic_cost",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "conv2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "flatten",
+    "dropout",
+    "rnn_tanh",
+    "rnn_relu",
+    "lstm",
     "FUNCTIONS",
     "HandFunction",
     "REDUCTIONS",
@@ -68,4 +88,12 @@ FUNCTIONS: dict[str, type[Function]] = {
     "quadratic_cost": SquaredErrorFunction,
     "binary_cross_entropy_with_logits": BCEWithLogitsFunction,
     "cross_entropy": CrossEntropyFunction,
+    "conv2d": Conv2dFunction,
+    "max_pool2d": MaxPool2dFunction,
+    "avg_pool2d": AvgPool2dFunction,
+    "flatten": FlattenFunction,
+    "dropout": DropoutFunction,
+    "rnn_tanh": RNNFunction,
+    "rnn_relu": RNNFunction,
+    "lstm": LSTMFunction,
 }
