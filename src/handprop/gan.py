@@ -36,6 +36,9 @@ class GANModule(HandpropModule):
     Args:
         d_steps: discriminator steps per generator step (the notes' alternating updates;
             Goodfellow et al.'s ``k``).
+        ema: when > 0, the run reports and samples from ``θ̄``, a running average of the
+            generator's weights, ``θ̄ ← θ̄ + (1 − ema)(θ − θ̄)`` after every generator step
+            (Yazıcı et al., 2019); the generator that trains is unchanged by it.
         **kwargs: :class:`HandpropModule`'s; ``network`` names a ``gan``, ``task`` is
             ``generation`` (its cost the binary cross-entropy Function).
 
