@@ -313,15 +313,13 @@ def mlp_network(cfg: DictConfig, dm: TabularDataModule) -> dict[str, Any]:
     }
 
 
+def _hidden_layers(m: DictConfig) -> dict[str, Any]:
+    return {"hidden_features": list(m.hidden), "activation": m.activation, "init": m.init}
+
+
 def autoencoder_network(cfg: DictConfig, dm: TabularDataModule) -> dict[str, Any]:
     m = cfg.model
-    return {
-        "in_features": dm.in_features,
-        "hidden_features": list(m.hidden),
-        "code_size": m.code_size,
-        "activation": m.activation,
-        "init": m.init,
-    }
+    return {"in_features": dm.in_features, "code_size": m.code_size, **_hidden_layers(m)}
 
 
 def gan_network(cfg: DictConfig, dm: TabularDataModule) -> dict[str, Any]:
@@ -329,10 +327,8 @@ def gan_network(cfg: DictConfig, dm: TabularDataModule) -> dict[str, Any]:
     return {
         "sample_features": dm.in_features,
         "noise_size": m.noise_size,
-        "hidden_features": list(m.hidden),
-        "activation": m.activation,
-        "init": m.init,
         "output": m.output,
+        **_hidden_layers(m),
     }
 
 

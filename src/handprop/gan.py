@@ -160,12 +160,7 @@ class GANModule(HandpropModule):
             opt.optimizer.step()
             return loss
         opt.zero_grad(set_to_none=True)
-        loss = cost(d(rows), targets)
-        self.manual_backward(loss)
-        if self.gradient_clip_val:
-            self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val)
-        opt.step()
-        return loss.detach()
+        return self._descend(cost(d(rows), targets), opt)
 
     def generator_step(self, fake: tuple, opt: Any) -> Tensor:
         """One step of the generator on the samples ``fake`` (from :meth:`generate`): the
@@ -188,8 +183,12 @@ class GANModule(HandpropModule):
             opt.optimizer.step()
             return loss
         opt.zero_grad(set_to_none=True)
-        loss = cost(d(samples), ones)
         # D's gradients from this backward are never used: its next step zeroes them first
+        return self._descend(cost(d(samples), ones), opt)
+
+    def _descend(self, loss: Tensor, opt: Any) -> Tensor:
+        """A step by autograd, through Lightning (as :meth:`HandpropModule.update`'s): the
+        Functions' backward, the clip, the optimizer's step. Returns ``loss``, detached."""
         self.manual_backward(loss)
         if self.gradient_clip_val:
             self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val)
