@@ -63,6 +63,14 @@ def _figure(width: float, height: float, projection: str | None = None) -> tuple
     return fig, fig.add_subplot(projection=projection)
 
 
+def _classes_cmap(k: int) -> Any:
+    """One distinct colour per class (tab10's for up to 10 classes)."""
+    import matplotlib
+    from matplotlib.colors import ListedColormap
+
+    return ListedColormap(matplotlib.colormaps["tab10"].colors[:k]) if k <= 10 else "viridis"
+
+
 def autoencoder_pictures(module: Any, dm: Any) -> dict[str, tuple[str, Any]]:
     """``reconstructions`` (image data) and ``code`` (codes of 2 or 3 units)."""
     out: dict[str, tuple[str, Any]] = {}
@@ -80,8 +88,14 @@ def autoencoder_pictures(module: Any, dm: Any) -> dict[str, tuple[str, Any]]:
             fig, ax = _figure(5, 4.5, "3d" if net.code_size == 3 else None)
             labels = table.y[dm.indices["val"]]
             if table.class_names:
-                points = ax.scatter(*code.T, c=labels, cmap="tab10", s=6)
-                fig.colorbar(points, ax=ax, label=table.target_name or "class")
+                k = len(table.class_names)
+                points = ax.scatter(
+                    *code.T, c=labels, cmap=_classes_cmap(k), vmin=-0.5, vmax=k - 0.5, s=6
+                )
+                bar = fig.colorbar(
+                    points, ax=ax, ticks=range(k), label=table.target_name or "class"
+                )
+                bar.ax.set_yticklabels(table.class_names)
             else:
                 ax.scatter(*code.T, s=6)
             ax.set_title(f"code of the {len(code)} validation rows", fontsize=9)
