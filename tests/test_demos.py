@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from handprop.demos import DEMOS, compute, main, write
-from handprop.demos._report import read
+from handprop.demos._report import read, two
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -266,6 +266,29 @@ def test_backprop_by_hand_agrees_with_autograd(computed) -> None:
     assert r["backward_nodes"][0] == "SquaredErrorFunctionBackward"
 
 
+def test_autoencoder_code_beats_pca(computed) -> None:
+    r = results(computed, "autoencoder")
+    assert r["code_sizes"] == ["2", "8"]
+    for k in r["code_sizes"]:  # the trainer's own test/mse and test/pca_mse
+        assert 0 < r["mse"][k]["autoencoder"] < r["mse"][k]["pca"], k
+    assert r["mse"]["8"]["pca"] < r["mse"]["2"]["pca"]  # more components, less error
+    assert r["knn"]["autoencoder"] > r["knn"]["pca"]  # the digits separate better in the code
+    assert len(r["map"]["autoencoder"]) == len(r["map"]["labels"]) == len(r["map"]["pca"])
+    assert len(r["digits"]["original"]) == 10
+
+
+def test_gan_samples_improve_and_both_costs_are_recorded(computed) -> None:
+    r = results(computed, "gan")
+    per_epoch = r["per_epoch"]
+    assert len(per_epoch) == r["epochs"] and set(r["snapshots"]) == {"1", "3", "6", "10"}
+    n = r["epochs"] * r["updates_per_epoch"]
+    assert len(r["g_loss"]) == len(r["d_loss"]) == -(-n // 10)  # one point per 10 updates
+    assert r["test"]["energy_distance"] < per_epoch[0]["energy_distance"]
+    assert r["test"]["modes_covered"] >= per_epoch[0]["modes_covered"]
+    best = per_epoch[r["best_epoch"] - 1]["energy_distance"]
+    assert best == min(v["energy_distance"] for v in per_epoch)
+
+
 def test_epochs_cost_falls_and_matches_the_trainer(computed) -> None:
     r = results(computed, "epochs")
     cost = r["cost"]
@@ -332,6 +355,20 @@ def _claims(name: str, r: dict, cap: str) -> None:  # noqa: C901 — one branch 
     elif name == "backprop":
         assert r["max_abs_diff"] <= 1e-12  # "sit on the diagonal"
         assert ("lowers the cost" in cap) == (r["cost_after"] < r["cost_before"])
+    elif name == "autoencoder":
+        m2 = r["mse"]["2"]
+        assert "MSE of {} against {}".format(*two(m2["autoencoder"], m2["pca"])) in cap
+        assert f"code {100 * r['knn']['autoencoder']:.0f} %" in cap
+        assert f"off PCA's {100 * r['knn']['pca']:.0f} %" in cap
+        every = all(v["autoencoder"] < v["pca"] for v in r["mse"].values())
+        assert ("at every code size tried" in cap) == every
+    elif name == "gan":
+        first, test, last = r["per_epoch"][0], r["test"], r["last_epoch"]
+        assert f"cover {int(first['modes_covered'])} of the 8 modes" in cap
+        assert f"epoch {r['best_epoch']} (the lowest energy distance" in cap
+        assert f"cover {int(test['modes_covered'])} with {100 * test['high_quality']:.0f} %" in cap
+        near = all(abs(last[k] - math.log(2)) < 0.15 for k in ("d_loss", "g_loss"))
+        assert ("both near log 2" in cap) == near
     elif name == "epochs":
         assert r["max_rel_diff_vs_trainer"] < 1e-4  # "the same curve"
         cost = r["cost"]

@@ -167,6 +167,8 @@ class TabularDataModule(L.LightningDataModule):
     to the original units for metrics and prediction. Validation and test rows are not
     batched: the model evaluates a whole split at once (:meth:`split`), on every process
     under DDP, so the metrics are exact and no row is dropped to give the ranks equal shards.
+
+    ``reconstruct``: the target of each row is the row itself (an autoencoder's), ``y is X``.
     """
 
     def __init__(
@@ -179,8 +181,10 @@ class TabularDataModule(L.LightningDataModule):
         shuffle: bool = True,
         seed: int = 0,
         steps_per_call: int = 1,
+        reconstruct: bool = False,
     ) -> None:
         super().__init__()
+        self.reconstruct = reconstruct
         if batch_size is not None and batch_size < 1:
             raise DataError(f"gd.batch_size={batch_size} must be a positive integer (or null)")
         self.table = table
@@ -225,13 +229,16 @@ class TabularDataModule(L.LightningDataModule):
             rows = self.indices[name]
             X = torch.as_tensor(self.x_scaler(self.table.X[rows]), dtype=torch.float32)
             y_np = self.table.y[rows]
-            if self.table.task == "multiclass":
+            if self.reconstruct:
+                y = X
+            elif self.table.task == "multiclass":
                 y = torch.as_tensor(y_np, dtype=torch.long)
             elif self.table.task == "binary":
                 y = torch.as_tensor(y_np, dtype=torch.float32).unsqueeze(1)
             else:
                 y = torch.as_tensor(self.y_scaler(y_np[:, None]), dtype=torch.float32)
-            self._tensors[key] = (X.to(device), y.to(device))
+            X = X.to(device)
+            self._tensors[key] = (X, X if self.reconstruct else y.to(device))
         return self._tensors[key]
 
     def _target_device(self) -> torch.device:

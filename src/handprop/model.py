@@ -20,11 +20,13 @@ from torch import Tensor
 
 from handprop.guards import Diverged
 from handprop.monitors import Monitors
+from handprop.networks import GAN, Autoencoder
 from handprop.nn import MLP
 from handprop.task import Task
 
 #: The networks a config can name, built from their keyword arguments (``network`` below).
-NETWORKS: dict[str, type[torch.nn.Module]] = {"mlp": MLP}
+#: A GAN trains by its own alternating updates: :class:`handprop.gan.GANModule`.
+NETWORKS: dict[str, type[torch.nn.Module]] = {"mlp": MLP, "autoencoder": Autoencoder, "gan": GAN}
 
 
 class InverseSqrtLR(torch.optim.lr_scheduler.LambdaLR):
@@ -58,6 +60,9 @@ class HandpropModule(L.LightningModule):
             ``histograms``) to log per-layer gradients, δ, update ratios and dead units
             every ``every_n`` updates; None: off.
     """
+
+    #: The name of the cost each update returns: the tags ``train/loss``, ``train/epoch_loss``.
+    LOSS = "loss"
 
     def __init__(
         self,
@@ -144,10 +149,14 @@ class HandpropModule(L.LightningModule):
         return loss
 
     # ---- Lightning's hooks ----------------------------------------------------------------------
+    def has_recursion(self) -> bool:
+        """Whether the network's δ recursion is written out (``net.backprop``)."""
+        return hasattr(self.net, "backprop")
+
     def on_fit_start(self) -> None:
         strategy_ok = self.trainer.world_size == 1  # DDP syncs inside autograd's backward
         precision_ok = str(self.trainer.precision) in ("32", "32-true", "64", "64-true")
-        recursion_ok = hasattr(self.net, "backprop") and strategy_ok and precision_ok
+        recursion_ok = self.has_recursion() and strategy_ok and precision_ok
         if self.backprop == "recursion" and not recursion_ok:
             raise RuntimeError(
                 "backprop=recursion needs an MLP in one process at full precision; use "
@@ -157,10 +166,15 @@ class HandpropModule(L.LightningModule):
             self.backprop == "auto" and recursion_ok
         )
 
+    def learning_rate(self) -> float:
+        """The (first) optimizer's current rate."""
+        opt = self.optimizers()
+        return (opt[0] if isinstance(opt, list) else opt).param_groups[0]["lr"]
+
     def on_train_epoch_start(self) -> None:
         self._epoch_sum, self._epoch_rows = 0.0, 0
         if self.log_lr:  # the rate this epoch starts with
-            self.log_scalars({"lr": self.optimizers().param_groups[0]["lr"]})
+            self.log_scalars({"lr": self.learning_rate()})
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         """A chunk of updates: ``batch`` is a list of ``(x, y)`` (or one ``(x, y)``)."""
@@ -180,15 +194,16 @@ class HandpropModule(L.LightningModule):
         self.last_losses = values
         for i, v in enumerate(values):
             if not math.isfinite(v):
-                lr = self.optimizers().param_groups[0]["lr"]
+                lr = self.learning_rate()
                 raise Diverged(first + i, v, values[i - 1] if i else self.last_finite, lr)
         self.last_finite = values[-1]
         self._epoch_sum += sum(v * n for v, n in zip(values, rows, strict=False))
         self._epoch_rows += sum(rows)
         if self.loggers:  # every log_every_n_steps-th update's loss (each costs ~50 µs)
             every = self.trainer.log_every_n_steps
+            tag = f"train/{self.LOSS}"
             for i in range(-first % every, len(values), every):
-                self.log_scalars({"train/loss": values[i]}, step=first + i)
+                self.log_scalars({tag: values[i]}, step=first + i)
 
     def on_train_epoch_end(self) -> None:
         """The epoch's mean training loss, validation, then the epoch-interval schedule."""
@@ -196,7 +211,7 @@ class HandpropModule(L.LightningModule):
         if self.trainer.world_size > 1:  # over every rank's rows, not rank 0's alone
             t = torch.tensor(epoch_loss, device=self.device)
             epoch_loss = float(self.trainer.strategy.reduce(t, reduce_op="mean"))
-        row = {"epoch": self.current_epoch, "train/epoch_loss": epoch_loss}
+        row = {"epoch": self.current_epoch, f"train/epoch_{self.LOSS}": epoch_loss}
         dm = self.trainer.datamodule
         if dm.has("val"):
             values = self.evaluate(*dm.split("val"))
@@ -209,10 +224,11 @@ class HandpropModule(L.LightningModule):
         self.log_scalars(row)
         if self.scheduler_interval == "epoch" and self.scheduler_fn is not None:
             sched = self.lr_schedulers()
-            if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                sched.step(row[self.monitor])
-            else:
-                sched.step()
+            for s in sched if isinstance(sched, list) else [sched]:
+                if isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    s.step(row[self.monitor])
+                else:
+                    s.step()
 
     def log_scalars(self, values: dict[str, float], step: int | None = None) -> None:
         """Write scalars to every logger at ``step`` (default: the updates made so far)."""
@@ -227,14 +243,18 @@ class HandpropModule(L.LightningModule):
         self.updates = int(checkpoint["global_step"])
 
     # ---- optimisation ----------------------------------------------------------------------------
+    def make_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """The configured optimizer over ``params``: one fused kernel per step where torch
+        has one (Adam, AdamW, SGD)."""
+        try:
+            return self.optimizer_fn(params, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            return self.optimizer_fn(params)
+
     def configure_optimizers(self) -> Any:
         if self.optimizer_fn is None:
             raise RuntimeError("HandpropModule was built without an optimizer")
-        params = list(self.net.parameters())
-        try:  # one fused kernel per step where torch has one (Adam, AdamW, SGD)
-            opt = self.optimizer_fn(params, fused=True)
-        except (RuntimeError, TypeError, ValueError):
-            opt = self.optimizer_fn(params)
+        opt = self.make_optimizer(list(self.net.parameters()))
         if self.scheduler_fn is None:
             return opt
         # Stepped by this module (update / on_train_epoch_end), plateau included.

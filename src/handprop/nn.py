@@ -494,30 +494,67 @@ class MLP(nn.Module):
             >>> net.layers[0].weight.grad.shape
             torch.Size([5, 4])
         """
-        sigma, sigma_prime = ACTIVATION_RULES[self.activation]
-        linears = self.linears
         with torch.no_grad():
-            zs, activations = [], [input]
-            for layer in linears[:-1]:
-                zs.append(F.LinearFunction.forward(activations[-1], layer.weight, layer.bias))
-                activations.append(sigma(zs[-1]))
-            out = linears[-1]
-            z = F.LinearFunction.forward(activations[-1], out.weight, out.bias)
-            C, delta = cost.value_and_delta(z, target)  # δ_L = ∂C/∂z_L
+            kept = self.forward_kept(input)
+            C, delta = cost.value_and_delta(kept[-1], target)  # δ_L = ∂C/∂z_L
             if record is not None:
-                for l, a in enumerate(activations[1:]):
+                for l, a in enumerate(kept[2:-1:2]):  # a_1 … a_{L−1}
                     record("activation", l, a)
-            for l in range(len(linears) - 1, -1, -1):
-                layer = linears[l]
-                if record is not None:
-                    record("delta", l, delta)
-                # written into the existing .grad tensors: no new tensor per step
-                torch.mm(delta.t(), activations[l], out=_grad(layer.weight))  # δᵀ a
+            self.backward_from(kept, delta, record=record)
+        return C
+
+    def forward_kept(self, input: Tensor) -> list[Tensor]:
+        """The forward pass of :meth:`backprop`, without autograd, keeping what its backward
+        needs: ``[a₀ = x, z₁, a₁, …, z_{L−1}, a_{L−1}, z_L]`` (``a_l = σ(z_l)``; the output
+        ``z_L`` is last)."""
+        sigma = ACTIVATION_RULES[self.activation][0]
+        linears = self.linears
+        kept = [input]
+        for layer in linears[:-1]:
+            kept.append(F.LinearFunction.forward(kept[-1], layer.weight, layer.bias))
+            kept.append(sigma(kept[-1]))
+        out = linears[-1]
+        kept.append(F.LinearFunction.forward(kept[-1], out.weight, out.bias))
+        return kept
+
+    def backward_from(
+        self,
+        kept: list[Tensor],
+        delta: Tensor,
+        grads: bool = True,
+        input_delta: bool = False,
+        record: Callable[[str, int, Tensor], None] | None = None,
+    ) -> Tensor | None:
+        r"""The backward pass of :meth:`backprop` from a given ``δ_L = ∂C/∂z_L`` (N, out), over
+        what :meth:`forward_kept` kept: ``∂C/∂W_l = δ_lᵀ a_{l−1}``, ``∂C/∂b_l = Σₙ δ_l``,
+        ``δ_{l−1} = (δ_l W_l) ⊙ σ'(z_{l−1})``.
+
+        Args:
+            kept: :meth:`forward_kept`'s list for the same input.
+            delta: ``∂C/∂z_L``, the cost's derivative by the output.
+            grads: write each parameter's ``.grad`` (False: leave them, e.g. a network that
+                only passes δ on to the one before it).
+            input_delta: also return ``∂C/∂x = δ_1 W_1``, the δ of whatever made the input.
+            record: called with ``("delta", l, δ_l)`` for each layer, as :meth:`backprop`'s.
+
+        Returns:
+            ``∂C/∂x`` (N, in_features) when ``input_delta``, else None.
+        """
+        sigma_prime = ACTIVATION_RULES[self.activation][1]
+        linears = self.linears
+        for l in range(len(linears) - 1, -1, -1):
+            layer = linears[l]
+            if record is not None:
+                record("delta", l, delta)
+            if grads:  # written into the existing .grad tensors: no new tensor per step
+                torch.mm(delta.t(), kept[2 * l], out=_grad(layer.weight))  # δᵀ a
                 if layer.bias is not None:
                     torch.sum(delta, 0, out=_grad(layer.bias))  # Σₙ δ
-                if l:
-                    delta = delta.mm(layer.weight).mul_(sigma_prime(zs[l - 1], activations[l]))
-        return C
+            if l:
+                delta = delta.mm(layer.weight).mul_(sigma_prime(kept[2 * l - 1], kept[2 * l]))
+            elif input_delta:
+                return delta.mm(layer.weight)
+        return None
 
 
 def _grad(p: Tensor) -> Tensor:

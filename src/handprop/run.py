@@ -113,15 +113,24 @@ def report(cfg, run, rows, run_dir: Path, checkpoints) -> None:  # noqa: ANN001
     if checkpoints and checkpoints.best_path.is_file():
         best = checkpoints.best_path
         features = ",".join(run.module.columns["features"])
-        print(
-            f"predict:       handprop-predict ckpt_path={best} input=your.csv output=predictions.csv"
-        )
-        print(f"               (your.csv: a header row with the columns {features})")
+        if run.plan.task == "generation":
+            print(
+                f"generate:      handprop-predict ckpt_path={best} n_samples=1000 output=samples.csv"
+            )
+        else:
+            print(
+                f"predict:       handprop-predict ckpt_path={best} input=your.csv "
+                "output=predictions.csv"
+            )
+            print(f"               (your.csv: a header row with the columns {features})")
         print(f"evaluate:      handprop-eval ckpt_path={best}")
 
 
 def describe(net) -> str:  # noqa: ANN001
-    """A network in a few characters: ``MLP 4-5-1``, else its class name."""
+    """A network in a few characters: ``MLP 4-5-1``, its own ``describe()``, else its class
+    name."""
+    if hasattr(net, "describe"):
+        return net.describe()
     if hasattr(net, "hidden_features"):
         sizes = [net.in_features, *net.hidden_features, net.out_features]
         return f"{type(net).__name__} {'-'.join(map(str, sizes))}"

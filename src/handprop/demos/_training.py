@@ -5,7 +5,8 @@ the trainer's builders; the loop below only replaces Lightning's, which costs se
 that a demonstration with many runs cannot spend.
 
 This is the only module of the demos that imports the trainer (:func:`_builders`,
-:func:`train_run`), so a move of its builders is a change here alone.
+:func:`train_run`, :func:`fit_trainer`, :func:`pca`), so a move of its builders is a change
+here alone.
 """
 
 from __future__ import annotations
@@ -107,6 +108,41 @@ def train_logged(cfg: Any) -> tuple[dict[str, float], list[dict[str, float]], di
     at_last = {s: last.evaluate(*dm.split(s)) for s in ("train", "val", "test") if dm.has(s)}
     epochs = [row for row in rows if "train/epoch_loss" in row]
     return metrics, epochs, at_last
+
+
+def fit_trainer(cfg: Any, run_dir: Path, callbacks: tuple = ()) -> Any:
+    """``handprop-train``'s own objects for ``cfg`` (:func:`handprop.build.prepare`), fitted by
+    its Lightning trainer with ``callbacks`` added (to watch the training), the best weights
+    put back as ``handprop-train`` does; returns the run (``datamodule``, ``module``,
+    ``trainer``, ``plan``)."""
+    import contextlib
+    import io
+    import warnings
+
+    from handprop.build import prepare
+    from handprop.guards import Checkpoints
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        run = prepare(cfg, run_dir)
+        run.trainer.callbacks.extend(callbacks)
+        run.trainer.fit(run.module, datamodule=run.datamodule)
+    for c in run.trainer.callbacks:
+        if isinstance(c, Checkpoints) and cfg.callbacks.checkpoint.restore_best:
+            c.restore_best(run.module)
+    run.module.eval()
+    return run
+
+
+def pca(train: Any, rows: Any, k: int) -> tuple[Any, Any]:
+    """The first ``k`` principal components of ``rows`` and their reconstruction, by PCA
+    fitted on ``train``: :meth:`handprop.task.Task.fit_pca`, the one the trainer compares the
+    autoencoder with."""
+    from handprop.task import Task
+
+    task = Task("reconstruction", x_shift=[0.0] * train.shape[1], pca_components=k)
+    task.fit_pca(train)
+    return (rows - task.pca_mean) @ task.pca_basis.t(), task.pca_reconstruction(rows)
 
 
 @contextmanager
