@@ -23,3 +23,13 @@ def restore_process_state():
     torch.use_deterministic_algorithms(det, warn_only=warn_only)
     os.environ.clear()
     os.environ.update(env)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster and steadier on a shared 2-core machine.
+    ``pytestmark = pytest.mark.usefixtures("one_thread")`` in a file of such tests."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -26,13 +26,7 @@ TOL = {F64: (1e-10, 1e-10), F32: (2e-5, 1e-5)}
 DTYPES = pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and steadier on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -289,14 +289,9 @@ def _cases() -> list[Case]:
     return cases
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: these tensors are tiny, and a second OpenMP thread competing for a
-    shared 2-core machine made single convolutions take milliseconds (torch's own too)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One intra-op thread: these tensors are tiny, and a second OpenMP thread competing for a
+# shared 2-core machine made single convolutions take milliseconds (torch's own too).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _network_cases() -> list[Case]:
