@@ -154,6 +154,64 @@ CATALOGUE = [
         ["data=iris", "task=binary"],
         ["task=binary", "multiclass"],
     ),
+    # the autoencoder and the GAN
+    (
+        "code-size-zero",
+        TRAIN,
+        ["model=autoencoder", "model.code_size=0"],
+        ["model.code_size=0", "positive integer"],
+    ),
+    (
+        "noise-size-zero",
+        TRAIN,
+        ["model=gan", "model.noise_size=0"],
+        ["model.noise_size=0", "positive integer"],
+    ),
+    (
+        "d-steps-zero",
+        TRAIN,
+        ["model=gan", "model.d_steps=0"],
+        ["model.d_steps=0", "positive integer"],
+    ),
+    ("ema-one", TRAIN, ["model=gan", "model.ema=1"], ["model.ema=1", "[0, 1)"]),
+    (
+        "gan-output-unknown",
+        TRAIN,
+        ["model=gan", "model.output=softmax"],
+        ["model.output", "sigmoid"],
+    ),
+    (
+        "gan-with-regression",
+        TRAIN,
+        ["model=gan", "task=regression"],
+        ["task=regression", "model=gan", "task=generation"],
+    ),
+    (
+        "autoencoder-with-multiclass",
+        TRAIN,
+        ["model=autoencoder", "data=digits", "task=multiclass"],
+        ["task=multiclass", "model=autoencoder", "task=reconstruction"],
+    ),
+    (
+        "reconstruction-without-autoencoder",
+        TRAIN,
+        ["task=reconstruction"],
+        ["task=reconstruction", "model=autoencoder"],
+    ),
+    ("gan-with-mse", TRAIN, ["model=gan", "task.loss=mse"], ["task.loss=mse", "bce"]),
+    (
+        "gan-without-validation",
+        TRAIN,
+        ["model=gan", "data=ring", "data.val_fraction=0"],
+        ["data.val_fraction=0", "model=gan", "validation"],
+    ),
+    ("ring-noise-negative", TRAIN, ["data=ring", "data.noise=-1"], ["data.noise", ">= 0"]),
+    (
+        "gan-under-ddp",
+        TRAIN,
+        ["model=gan", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"],
+        ["model=gan", "one process"],
+    ),
     # the user's CSV
     ("csv-no-path", TRAIN, ["data=csv", "task=regression", "data.target=y"], ["data.path"]),
     (
@@ -219,6 +277,12 @@ CATALOGUE = [
         ["exactly two classes", "multiclass"],
     ),
     ("csv-too-few-rows", TRAIN, [*CSV, "data.path={csv:too_few_rows}"], ["too few rows", "(3)"]),
+    (
+        "reconstruction-of-text",
+        TRAIN,
+        ["model=autoencoder", "data=csv", "data.path={csv:non_numeric}"],
+        ["'seven' is not a number", "task=reconstruction", "data.features"],
+    ),
     # checkpoints
     ("resume-missing-checkpoint", TRAIN, ["ckpt_path={tmp}/gone.ckpt"], ["ckpt_path", "gone.ckpt"]),
     (

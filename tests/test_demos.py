@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from handprop.demos import DEMOS, compute, main, write
-from handprop.demos._report import read
+from handprop.demos._report import read, two
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -266,6 +266,29 @@ def test_backprop_by_hand_agrees_with_autograd(computed) -> None:
     assert r["backward_nodes"][0] == "SquaredErrorFunctionBackward"
 
 
+def test_autoencoder_code_beats_pca(computed) -> None:
+    r = results(computed, "autoencoder")
+    assert r["code_sizes"] == ["2", "8"]
+    for k in r["code_sizes"]:  # the trainer's own test/mse and test/pca_mse
+        assert 0 < r["mse"][k]["autoencoder"] < r["mse"][k]["pca"], k
+    assert r["mse"]["8"]["pca"] < r["mse"]["2"]["pca"]  # more components, less error
+    assert r["knn"]["autoencoder"] > r["knn"]["pca"]  # the digits separate better in the code
+    assert len(r["map"]["autoencoder"]) == len(r["map"]["labels"]) == len(r["map"]["pca"])
+    assert len(r["digits"]["original"]) == 10
+
+
+def test_gan_samples_improve_and_both_costs_are_recorded(computed) -> None:
+    r = results(computed, "gan")
+    per_epoch = r["per_epoch"]
+    assert len(per_epoch) == r["epochs"] and set(r["snapshots"]) == {"1", "3", "6", "10"}
+    n = r["epochs"] * r["updates_per_epoch"]
+    assert len(r["g_loss"]) == len(r["d_loss"]) == -(-n // 10)  # one point per 10 updates
+    assert r["test"]["energy_distance"] < per_epoch[0]["energy_distance"]
+    assert r["test"]["modes_covered"] >= per_epoch[0]["modes_covered"]
+    best = per_epoch[r["best_epoch"] - 1]["energy_distance"]
+    assert best == min(v["energy_distance"] for v in per_epoch)
+
+
 def test_epochs_cost_falls_and_matches_the_trainer(computed) -> None:
     r = results(computed, "epochs")
     cost = r["cost"]
@@ -332,12 +355,60 @@ def _claims(name: str, r: dict, cap: str) -> None:  # noqa: C901 — one branch 
     elif name == "backprop":
         assert r["max_abs_diff"] <= 1e-12  # "sit on the diagonal"
         assert ("lowers the cost" in cap) == (r["cost_after"] < r["cost_before"])
+    elif name == "autoencoder":
+        m2 = r["mse"]["2"]
+        assert "MSE of {} against {}".format(*two(m2["autoencoder"], m2["pca"])) in cap
+        assert f"code {100 * r['knn']['autoencoder']:.0f} %" in cap
+        assert f"off PCA's {100 * r['knn']['pca']:.0f} %" in cap
+        every = all(v["autoencoder"] < v["pca"] for v in r["mse"].values())
+        assert ("at every code size tried" in cap) == every
+    elif name == "gan":
+        first, test, last = r["per_epoch"][0], r["test"], r["last_epoch"]
+        assert f"cover {int(first['modes_covered'])} of the 8 modes" in cap
+        assert f"epoch {r['best_epoch']} (the lowest energy distance" in cap
+        assert f"cover {int(test['modes_covered'])} with {100 * test['high_quality']:.0f} %" in cap
+        near = all(abs(last[k] - math.log(2)) < 0.15 for k in ("d_loss", "g_loss"))
+        assert ("both near log 2" in cap) == near
     elif name == "epochs":
         assert r["max_rel_diff_vs_trainer"] < 1e-4  # "the same curve"
         cost = r["cost"]
         assert ("falls epoch by epoch" in cap) == all(
             b <= a for a, b in zip(cost, cost[1:], strict=False)
         )
+    elif name == "vanishing":
+        acts, say = ("sigmoid", "tanh", "relu"), _module(name).NAME
+        for a in acts:
+            v = r[a]
+            for when in ("init", "trained"):
+                d = v[f"delta_{when}"]
+                assert len(d) == r["depth"] + 1
+                assert v[f"orders_{when}"] == pytest.approx(math.log10(d[-1] / d[0]))
+            assert f"{say[a]} {v['orders_init']:.1f} ({v['orders_trained']:.1f})" in cap
+        # "through eight sigmoid layers it shrinks by orders of magnitude ... tanh and ReLU
+        # pass it on"
+        assert r["sigmoid"]["orders_init"] > 4 > 2 > max(r[a]["orders_init"] for a in acts[1:])
+
+        def reached(a: str) -> float:
+            return next((e for e, c in enumerate(r[a]["cost"]) if c <= r["target"]), math.inf)
+
+        fastest = min(acts, key=lambda a: (reached(a), r[a]["cost"][-1]))
+        assert fastest == "relu" and "ReLU trains fastest" in cap  # "ReLU trains fastest"
+        assert f"reaches {r['target']} at epoch {reached('relu')}" in cap
+        stuck = r["sigmoid"]["cost"][-1] > 0.9
+        assert ("no better than predicting the mean" in cap) == stuck
+    elif name == "overfitting":
+        tr, val = r["train_loss"], r["val_loss"]
+        b, s = r["best_epoch"], r["stop_epoch"]
+        assert val[b - 1] == min(val) and val.index(min(val)) == b - 1
+        # early stopping fired after `patience` epochs without a lower validation loss
+        assert s == r["trainer_epochs"] == b + r["patience"]
+        assert f"fires after epoch {s}" in cap and f"weights of epoch {b} are restored" in cap
+        # the training loss keeps falling while the validation loss turns up
+        falls = sum(y < x for x, y in zip(tr[b - 1 : s - 1], tr[b:s], strict=True))
+        assert tr[s - 1] < tr[b - 1] and falls >= 0.8 * (s - b)
+        assert val[s - 1] > val[b - 1]
+        assert r["restored"]["loss"] < r["last"]["loss"] and "score better than" in cap
+        assert r["restored"]["rmse"] < r["last"]["rmse"]
 
 
 @pytest.mark.parametrize("name", list(DEMOS))

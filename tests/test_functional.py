@@ -47,6 +47,18 @@ def classes(*shape: int, n_classes: int, seed: int = 0):
     return torch.randint(0, n_classes, shape, generator=_gen(seed))
 
 
+def classes_some_ignored(*shape: int, n_classes: int, ignore_index: int, seed: int = 0):
+    """Class indices with every third one set to ``ignore_index``."""
+    y = classes(*shape, n_classes=n_classes, seed=seed)
+    flat = y.view(-1)
+    flat[::3] = ignore_index
+    return y
+
+
+def class_weights(n_classes: int, dtype: torch.dtype = F64, seed: int = 7):
+    return torch.rand(n_classes, generator=_gen(seed), dtype=dtype) + 0.5
+
+
 # --------------------------------------------------------------------------------------------
 # Cases: (id, name in FUNCTIONS, handprop fn, torch twin, factory(dtype) -> args)
 # The fn takes the positional tensors the factory returns.
@@ -117,15 +129,19 @@ def _cases() -> list[Case]:
     ]:
         sid = "x".join(map(str, shape))
         for d in dims:
-            cases.append(
-                (
-                    f"softmax-dim{d}-{sid}",
-                    "softmax",
-                    lambda z, d=d: F.softmax(z, d),
-                    lambda z, d=d: TF.softmax(z, d),
-                    lambda dt, s=shape: (randn(*s, dtype=dt),),
+            for name, fn, twin in [
+                ("softmax", F.softmax, TF.softmax),
+                ("log_softmax", F.log_softmax, TF.log_softmax),
+            ]:
+                cases.append(
+                    (
+                        f"{name}-dim{d}-{sid}",
+                        name,
+                        lambda z, d=d, f=fn: f(z, d),
+                        lambda z, d=d, f=twin: f(z, d),
+                        lambda dt, s=shape: (randn(*s, dtype=dt),),
+                    )
                 )
-            )
     for red in REDUCTIONS:
         for shape in [(4, 3), (2, 3, 4), (1, 1), (5,)]:
             sid = "x".join(map(str, shape))
@@ -180,18 +196,102 @@ def _cases() -> list[Case]:
                     ),
                 ),
             ]
+            if shape in [(4, 3), (3,)]:
+                cases.append(
+                    (
+                        f"nll_loss-{red}-{sid}",
+                        "nll_loss",
+                        lambda a, r=red, s=idx_shape, c=shape[cdim]: F.nll_loss(
+                            a, classes(*s, n_classes=c), reduction=r
+                        ),
+                        lambda a, r=red, s=idx_shape, c=shape[cdim]: TF.nll_loss(
+                            a, classes(*s, n_classes=c), reduction=r
+                        ),
+                        lambda dt, s=shape: (randn(*s, dtype=dt),),
+                    )
+                )
+        # the extra arguments: class weights, ignored samples, label smoothing, pos_weight
+        # (small shapes: PyTorch's own samples in test_opinfo.py cover more combinations)
+        for shape in [(5, 3)] + ([(2, 3, 2)] if red == "mean" else []):
+            sid = "x".join(map(str, shape))
+            idx_shape = shape[:1] + shape[2:]
+            for kw in [
+                {"weight": True, "ignore_index": 1},
+                {"ignore_index": -100},
+                {"label_smoothing": 0.2},
+                {"label_smoothing": 0.3, "weight": True, "ignore_index": 2},
+            ]:
+                kid = "-".join(f"{k}{'' if v is True else v}" for k, v in kw.items())
+
+                def _call(fn, a, r=red, s=idx_shape, c=shape[1], kw=kw):
+                    ii = kw.get("ignore_index", -100)
+                    y = classes_some_ignored(*s, n_classes=c, ignore_index=ii)
+                    w = class_weights(c, a.dtype) if kw.get("weight") else None
+                    extra = {k: v for k, v in kw.items() if k != "weight"}
+                    return fn(a, y, weight=w, reduction=r, **extra)
+
+                cases.append(
+                    (
+                        f"cross_entropy-index-{kid}-{red}-{sid}",
+                        "cross_entropy",
+                        lambda a, c=_call: c(F.cross_entropy, a),
+                        lambda a, c=_call: c(TF.cross_entropy, a),
+                        lambda dt, s=shape: (randn(*s, dtype=dt),),
+                    )
+                )
+                if "label_smoothing" not in kw:
+                    cases.append(
+                        (
+                            f"nll_loss-{kid}-{red}-{sid}",
+                            "nll_loss",
+                            lambda a, c=_call: c(F.nll_loss, a),
+                            lambda a, c=_call: c(TF.nll_loss, a),
+                            lambda dt, s=shape: (randn(*s, dtype=dt),),
+                        )
+                    )
+            cases.append(
+                (
+                    f"cross_entropy-probs-weight-smoothing-{red}-{sid}",
+                    "cross_entropy",
+                    lambda a, b, r=red: F.cross_entropy(
+                        a, b, weight=class_weights(3, a.dtype), label_smoothing=0.2, reduction=r
+                    ),
+                    lambda a, b, r=red: TF.cross_entropy(
+                        a, b, weight=class_weights(3, a.dtype), label_smoothing=0.2, reduction=r
+                    ),
+                    lambda dt, s=shape: (
+                        randn(*s, dtype=dt),
+                        probs(*s, dim=1, dtype=dt, seed=1),
+                    ),
+                )
+            )
+            for wshape, pos in [(shape[-1:], True), (shape, False), (None, True)]:
+                wid = "x".join(map(str, wshape)) if wshape else "none"
+
+                def _bce(fn, a, b, r=red, ws=wshape, pos=pos):
+                    w = None if ws is None else torch.rand(ws, generator=_gen(3), dtype=a.dtype)
+                    pw = class_weights(a.shape[-1], a.dtype) if pos else None
+                    return fn(a, b, weight=w, pos_weight=pw, reduction=r)
+
+                cases.append(
+                    (
+                        f"bce_logits-weight{wid}-pos{pos}-{red}-{sid}",
+                        "binary_cross_entropy_with_logits",
+                        lambda a, b, c=_bce: c(F.binary_cross_entropy_with_logits, a, b),
+                        lambda a, b, c=_bce: c(TF.binary_cross_entropy_with_logits, a, b),
+                        lambda dt, s=shape: (
+                            randn(*s, dtype=dt),
+                            uniform01(*s, dtype=dt, seed=1),
+                        ),
+                    )
+                )
     cases += _network_cases()
     return cases
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: these tensors are tiny, and a second OpenMP thread competing for a
-    shared 2-core machine made single convolutions take milliseconds (torch's own too)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One intra-op thread: these tensors are tiny, and a second OpenMP thread competing for a
+# shared 2-core machine made single convolutions take milliseconds (torch's own too).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _network_cases() -> list[Case]:
@@ -291,7 +391,41 @@ def test_gradcheck(case):
     assert gradcheck(fn, make(F64), eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+# forward mode: each Function's jvp against finite differences, on its first case and on
+# every case of the loss arguments with the mean reduction (the op_db suite and test_dropins.py
+# compare the tangents with torch's everywhere else)
+JVP_CASES = [
+    c
+    for i, c in enumerate(CASES)
+    if c[1] not in {d[1] for d in CASES[:i]} or c[0].endswith("-mean-5x3")
+]
+
+
+@pytest.mark.parametrize("case", JVP_CASES, ids=[c[0] for c in JVP_CASES])
+def test_jvp_gradcheck(case):
+    _, _, fn, _, make = case
+    assert gradcheck(
+        fn,
+        make(F64),
+        eps=1e-6,
+        atol=1e-7,
+        rtol=1e-5,
+        check_forward_ad=True,
+        check_backward_ad=False,
+    )
+
+
+# double backward: every case, except that the loss arguments (weights, ignored samples,
+# smoothing) are checked with the mean reduction only (the others scale the same rule)
+GRADGRAD_CASES = [
+    c
+    for c in CASES
+    if not any(k in c[0] for k in ("weight", "ignore", "smoothing", "pos"))
+    or c[0].endswith("-mean-5x3")
+]
+
+
+@pytest.mark.parametrize("case", GRADGRAD_CASES, ids=[c[0] for c in GRADGRAD_CASES])
 def test_gradgradcheck(case):
     _, _, fn, _, make = case
     assert gradgradcheck(fn, make(F64), eps=1e-6, atol=1e-7, rtol=1e-5)
@@ -334,7 +468,7 @@ def test_matches_torch(case, dtype):
     # no silent fallback to a built-in op: the graph's last node is this handprop Function
     assert out.grad_fn is not None
     assert type(out.grad_fn).__name__.endswith("Backward")
-    assert out.grad_fn._forward_cls is FUNCTIONS[name]
+    assert F.function_of(out.grad_fn) is FUNCTIONS[name]
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
@@ -348,6 +482,8 @@ def test_grad_fn_is_handprop_function(name):
         "relu": lambda: F.relu(x),
         "leaky_relu": lambda: F.leaky_relu(x),
         "softmax": lambda: F.softmax(x, 1),
+        "log_softmax": lambda: F.log_softmax(x, 1),
+        "nll_loss": lambda: F.nll_loss(x, classes(3, n_classes=4)),
         "mse_loss": lambda: F.mse_loss(x, y),
         "quadratic_cost": lambda: F.quadratic_cost(x, y),
         "binary_cross_entropy_with_logits": lambda: F.binary_cross_entropy_with_logits(
@@ -394,9 +530,9 @@ def test_grad_fn_is_handprop_function(name):
         )[0],
     }[name]()
     assert type(out.grad_fn).__name__.endswith("Backward")
-    assert out.grad_fn._forward_cls in FUNCTIONS.values()
-    assert out.grad_fn._forward_cls is FUNCTIONS[name]
-    assert out.grad_fn._forward_cls.__module__.startswith("handprop.functional.")
+    assert F.function_of(out.grad_fn) is FUNCTIONS[name]
+    assert FUNCTIONS[name].__module__.startswith("handprop.functional.")
+    assert F.function_of(TF.relu(x).grad_fn) is None  # torch's own nodes are not taken for ours
 
 
 # --------------------------------------------------------------------------------------------
@@ -730,8 +866,8 @@ def test_non_contiguous_inputs(case, dtype):
 
 
 def test_functorch_transforms_take_torchs_full_apply_path() -> None:
-    """HandFunction.apply skips torch's per-call signature binding, except under functorch
-    transforms, where torch's own path is required: torch.func.grad must still work."""
+    """Plain calls run the old-style twin (no per-call signature binding); under torch.func
+    transforms torch refuses it and the Function itself runs: torch.func.grad still works."""
     x = torch.randn(5, dtype=torch.float64)
     w = torch.randn(3, 5, dtype=torch.float64)
 

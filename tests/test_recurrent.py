@@ -15,7 +15,7 @@ from torch.autograd import gradcheck, gradgradcheck
 
 import handprop.functional as F
 import handprop.nn as hnn
-from handprop.functional import FUNCTIONS
+from handprop.functional import FUNCTIONS, function_of
 from handprop.functional.recurrent import LSTMFunction, RNNFunction
 
 F64, F32 = torch.float64, torch.float32
@@ -23,13 +23,7 @@ TOL = {F64: (1e-10, 1e-10), F32: (2e-5, 2e-5)}
 DTYPES = pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and steadier on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -217,9 +211,9 @@ def test_last_layer_output_is_the_functions():
         ours, _ = _pair(cell, 1, False, False, True, F64)
         output, state = ours(randn(3, 2, 3))
         expected = FUNCTIONS["lstm" if cell == "lstm" else f"rnn_{cell}"]
-        assert output.grad_fn._forward_cls is expected
+        assert function_of(output.grad_fn) is expected
         h_n = state[0] if cell == "lstm" else state
-        assert h_n.grad_fn.next_functions[0][0]._forward_cls is expected  # stack of h_T's
+        assert function_of(h_n.grad_fn.next_functions[0][0]) is expected  # stack of h_T's
 
 
 @pytest.mark.parametrize("which", ["h_n", "c_n", "output"])

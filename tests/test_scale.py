@@ -14,7 +14,6 @@ import importlib.util
 import json
 import math
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -491,30 +490,12 @@ def test_gpu_check_says_so_without_cuda(tmp_path):
 # --------------------------------------------------------------------------------------------
 # 5. Sweeps: parallel jobs on one machine, SLURM (configured only), Optuna search
 # --------------------------------------------------------------------------------------------
-def children_cpu() -> float:
-    """CPU seconds of this process's finished children (and theirs, once reaped)."""
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def machine_busy() -> float | None:
-    """CPU seconds all programs have used since boot (Linux /proc/stat), else None."""
-    try:
-        with open("/proc/stat") as fh:
-            ticks = [int(v) for v in fh.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-
-
-# Four jobs of a few seconds each at one thread: digits, a 64-256-10 network.
+# Four small jobs at one thread (one thread each: bit-identical arithmetic in either launcher).
 SWEEP = (
-    "data=digits",
-    "model.hidden=[256]",
-    "trainer.max_epochs=300",
-    "callbacks.early_stopping.enabled=false",
-    "callbacks.checkpoint.enabled=false",
+    "data.n_samples=300",
+    "trainer.max_epochs=3",
     "logger=none",
+    "progress=false",
     "num_threads=1",
     "optimizer=sgd,adam",
     "seed=1,2",
@@ -525,43 +506,29 @@ SWEEP = (
     not has_plugin("hydra_joblib_launcher"),
     reason='hydra-joblib-launcher is not installed (pip install -e ".[scale]")',
 )
-def test_parallel_sweep_runs_all_jobs_faster_than_one_after_another(tmp_path):
+def test_parallel_sweep_runs_the_same_jobs_as_one_after_another(tmp_path):
     """The same 4-job sweep with Hydra's basic launcher (one job after another, one process)
-    and with hydra/launcher=parallel (2 worker processes, one thread per job)."""
-    if (os.cpu_count() or 1) < 2:
-        pytest.skip("needs 2 cores")
-    runs, others = {}, []
+    and with hydra/launcher=parallel (2 worker processes): the same jobs, the same results.
+    (How much faster the parallel launcher is: scripts/bench_sweep.py.)"""
+    runs = {}
     for name, extra in (("sequential", []), ("parallel", ["hydra/launcher=parallel"])):
         sweep = tmp_path / name
-        cmd = [*cli("train"), "-m", *SWEEP, *extra, f"hydra.sweep.dir={sweep}"]
-        cpu0, busy0 = children_cpu(), machine_busy()
-        r, seconds = run_cmd(cmd, cwd=tmp_path, timeout=300)
-        if busy0 is not None:  # cores kept busy by other programs meanwhile
-            others.append((machine_busy() - busy0 - (children_cpu() - cpu0)) / seconds)
+        r, _ = run_cmd(
+            [*cli("train"), "-m", *SWEEP, *extra, f"hydra.sweep.dir={sweep}"],
+            cwd=tmp_path,
+            timeout=300,
+        )
         ok(r)
         summary = json.loads((sweep / "summary.json").read_text())
         assert [j["status"] for j in summary["jobs"]] == ["ok"] * 4, summary
-        runs[name] = (seconds, summary)
-    (seq_s, seq), (par_s, par) = runs["sequential"], runs["parallel"]
+        runs[name] = summary
+    seq, par = runs["sequential"], runs["parallel"]
     if "hydra/launcher=parallel" in par["jobs"][0]["overrides"]:  # the flag itself is listed
         for j in par["jobs"]:
             j["overrides"].remove("hydra/launcher=parallel")
-    # The same jobs, the same results (one thread each: bit-identical arithmetic).
     assert [j["overrides"] for j in par["jobs"]] == [j["overrides"] for j in seq["jobs"]]
     for a, b in zip(par["jobs"], seq["jobs"], strict=True):
         assert a["metrics"] == pytest.approx(b["metrics"], rel=1e-6)
-    busy = max(others, default=0.0)
-    print(
-        f"\n4 jobs: one after another {seq_s:.1f} s, 2 in parallel {par_s:.1f} s "
-        f"(other programs kept {busy:.2f} of {os.cpu_count()} cores busy)"
-    )
-    if busy > 0.3:
-        pytest.skip(
-            f"all 4 results checked; the speed comparison needs the cores to itself, but other "
-            f"programs kept {busy:.1f} cores busy (one after another {seq_s:.1f} s, "
-            f"parallel {par_s:.1f} s)"
-        )
-    assert par_s < seq_s, f"parallel {par_s:.1f} s is not faster than sequential {seq_s:.1f} s"
 
 
 @pytest.mark.skipif(

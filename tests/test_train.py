@@ -43,19 +43,8 @@ TASK_METRICS = {
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def _restore_process_state():
-    """In-process training changes process-wide state (torch threads, deterministic mode,
-    PL_* environment variables); put it back for the test files that run after this one."""
-    threads = torch.get_num_threads()
-    det = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    env = dict(os.environ)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(det, warn_only=warn_only)
-    os.environ.clear()
-    os.environ.update(env)
+# In-process training changes torch's threads, deterministic mode and PL_* variables.
+pytestmark = pytest.mark.usefixtures("restore_process_state")
 
 
 def compose_cfg(*overrides: str):
@@ -947,3 +936,11 @@ def test_tensorboard_hparams_show_every_task_metrics(task_runs, tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_resume_past_max_epochs_is_one_line(tmp_path):
+    from handprop.cli import ConfigError
+
+    run_train(tmp_path / "run", *FAST)
+    with pytest.raises(ConfigError, match=r"has trained 2 epochs.*trainer.max_epochs=2 or more"):
+        run_train(tmp_path / "run", *FAST, "trainer.max_epochs=1", "ckpt_path=last")

@@ -26,12 +26,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from handprop.cli import ConfigError, verbose_errors
 from handprop.data import PREPROCESSING, TabularDataModule
-from handprop.datasets import DATA_TASKS, TASKS, load_table
+from handprop.datasets import DATA_TASKS, TASKS, UNSUPERVISED, load_table
+from handprop.gan import GANModule
 from handprop.guards import AtomicCheckpointIO, Checkpoints
 from handprop.model import NETWORKS, HandpropModule
 from handprop.nn import ACTIVATIONS, CELLS, INITS, POOLS, block_pools, conv_output_size
+from handprop.pictures import PICTURED, Pictures
 from handprop.progress import Progress
-from handprop.task import COSTS, METRICS
+from handprop.task import COSTS, MONITOR, TASK_COSTS, metric_names
 
 # --------------------------------------------------------------------------------------------
 # Every constraint on a setting, declared once (as scikit-learn's _parameter_constraints)
@@ -67,18 +69,23 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "must be a list of positive integers, e.g. [5] or [64,64] or []",
     ),
     "model.activation": _one_of(ACTIVATIONS),
+    "model.output": _one_of(("linear", *ACTIVATIONS)),
     "model.init": _one_of(INITS),
     "model.channels": (
         lambda v: OmegaConf.is_list(v) and len(v) > 0 and all(_integer(c) and c > 0 for c in v),
         "must be a non-empty list of positive integers (filters per block), e.g. [8,16]",
     ),
     "model.kernel_sizes": (
-        lambda v: (_integer(v) and v > 0)
-        or (OmegaConf.is_list(v) and len(v) > 0 and all(_integer(k) and k > 0 for k in v)),
+        lambda v: (
+            (_integer(v) and v > 0)
+            or (OmegaConf.is_list(v) and len(v) > 0 and all(_integer(k) and k > 0 for k in v))
+        ),
         "must be a positive integer or a list of them (one per block), e.g. 3 or [5,3]",
     ),
     "model.pool": (
-        lambda v: v in POOLS or (OmegaConf.is_list(v) and len(v) > 0 and all(p in POOLS for p in v)),
+        lambda v: (
+            v in POOLS or (OmegaConf.is_list(v) and len(v) > 0 and all(p in POOLS for p in v))
+        ),
         f"one of {', '.join(POOLS)}, or a list of them with one per block, e.g. [none,max]",
     ),
     "model.pool_size": POSITIVE_INT,
@@ -97,6 +104,11 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.n_classes": POSITIVE_INT,
     "data.noise": NON_NEGATIVE,
     "data.window": POSITIVE_INT,
+    "data.radius": POSITIVE,
+    "model.code_size": POSITIVE_INT,
+    "model.noise_size": POSITIVE_INT,
+    "model.d_steps": POSITIVE_INT,
+    "model.ema": FRACTION,
     "trainer.max_epochs": POSITIVE_INT,
     "trainer.max_steps": (lambda v: _integer(v) and (v > 0 or v == -1), "-1 or a positive integer"),
     "trainer.gradient_clip_val": (POSITIVE[0], "null or a number > 0"),
@@ -115,6 +127,14 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "callbacks.checkpoint.every_seconds": NON_NEGATIVE,
     "callbacks.early_stopping.patience": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     "task.loss": _one_of(COSTS),
+    "lr_find": (lambda v: v is True or v is False or v == "only", "true, false or only"),
+    "lr_finder.min_lr": POSITIVE,
+    "lr_finder.max_lr": POSITIVE,
+    "lr_finder.updates": (lambda v: _integer(v) and v >= 20, "an integer >= 20"),
+    "lr_finder.stop_factor": (lambda v: _number(v) and v > 1, "a number > 1"),
+    "monitors.enabled": (lambda v: isinstance(v, bool), "true or false (or monitors=on / off)"),
+    "monitors.every_n": POSITIVE_INT,
+    "monitors.histograms": (lambda v: isinstance(v, bool), "true or false"),
 }
 OPTIONAL = {
     "optimizer.weight_decay",
@@ -178,9 +198,37 @@ def world_size(cfg: DictConfig) -> int:
     return 1
 
 
+#: The networks that train one task only, whatever the data: ``task=auto`` picks it.
+MODEL_TASKS = {"autoencoder": "reconstruction", "gan": "generation"}
+#: The networks trained by a module of their own (the default: HandpropModule).
+MODULES: dict[str, type[HandpropModule]] = {"gan": GANModule}
+
+
+def module_class(network: str) -> type[HandpropModule]:
+    """The LightningModule that trains network ``network`` (a key of ``NETWORKS``)."""
+    return MODULES.get(network, HandpropModule)
+
+
 def resolve_task(cfg: DictConfig) -> tuple[str, str | None]:
-    """The task to train and its cost: the config's, or the data set's own for ``task=auto``."""
-    task, data = cfg.task.name, cfg.data.name
+    """The task to train and its cost: the config's, or for ``task=auto`` the network's own
+    (an autoencoder reconstructs, a GAN generates) or else the data set's."""
+    task, data, model = cfg.task.name, cfg.data.name, cfg.model.name
+    own = MODEL_TASKS.get(model)
+    if own is not None and task not in ("auto", own):
+        raise ConfigError(
+            f"task={task} does not fit model={model}, which trains task={own}; use "
+            f"task={own} (or task=auto)"
+        )
+    if own is None and task in UNSUPERVISED:
+        needs = next(m for m, t in MODEL_TASKS.items() if t == task)
+        raise ConfigError(f"task={task} needs model={needs} (model={model} predicts a target)")
+    if own is not None:
+        loss = cfg.task.loss
+        if loss is not None and loss not in TASK_COSTS[own]:
+            raise ConfigError(
+                f"task.loss={loss} does not fit task={own}; use {' or '.join(TASK_COSTS[own])}"
+            )
+        return own, loss
     if task == "auto":
         if data == "csv":
             raise ConfigError(
@@ -221,7 +269,7 @@ def plan(cfg: DictConfig, dm: TabularDataModule, task: str, cost: str | None) ->
         batch_size=batch,
         global_batch=batch * world,
         lr=lr,
-        monitor="val/loss" if dm.has("val") else "train/epoch_loss",
+        monitor=f"val/{MONITOR.get(task, 'loss')}" if dm.has("val") else "train/epoch_loss",
         steps_per_call=dm.steps_per_call,
         world_size=world,
     )
@@ -230,42 +278,61 @@ def plan(cfg: DictConfig, dm: TabularDataModule, task: str, cost: str | None) ->
 # --------------------------------------------------------------------------------------------
 # The pieces
 # --------------------------------------------------------------------------------------------
+#: The networks whose weights are shared over an image's pixels (a filter slides over all of
+#: them; a recurrent layer reads every row with the same weights): their pixels are scaled
+#: together. Per pixel, a near-constant border pixel standardised on its own turns a rare stroke
+#: into a value of ~50.
+SHARED_WEIGHTS = ("cnn", "rnn")
+
+
 def build_datamodule(cfg: DictConfig, task: str) -> TabularDataModule:
     """The data module of ``cfg.data`` and ``cfg.gd`` (``task`` says how to read a CSV)."""
     d = cfg.data
     if d.name == "csv":
-        missing = [f"data.{k}" for k in ("path", "target") if OmegaConf.is_missing(d, k)]
+        needed = ("path",) if task in UNSUPERVISED else ("path", "target")
+        missing = [f"data.{k}" for k in needed if OmegaConf.is_missing(d, k)]
         if missing:
             raise ConfigError(
                 f"data=csv needs {' and '.join(missing)} (e.g. data.path=my.csv data.target=price)"
             )
+    if task == "generation" and not d.val_fraction:
+        raise ConfigError(
+            "data.val_fraction=0 is invalid for model=gan: the best generator is the one whose "
+            "samples are closest (energy distance) to the validation rows; use e.g. 0.15"
+        )
     table = load_table(
         d.name,
         n_samples=d.get("n_samples"),
         noise=d.get("noise"),
         seed=cfg.seed,
         path=d.get("path"),
-        target=d.get("target"),
+        target=d.get("target") if not OmegaConf.is_missing(d, "target") else None,
         features=list(d.features) if d.get("features") else None,
         task=task if d.name == "csv" else None,
         n_features=d.get("n_features"),
         n_classes=d.get("n_classes"),
         window=d.get("window"),
+        radius=d.get("radius"),
     )
     if task == "binary" and table.num_classes != 2:
         raise ConfigError(
             f"task=binary needs two classes; data={d.name} has {table.num_classes}: use "
             "task=multiclass"
         )
+    batch = cfg.gd.batch_size
+    if cfg.model.name == "gan" and batch:  # one update: d_steps batches of real rows
+        batch *= cfg.model.d_steps
     return TabularDataModule(
         table,
-        batch_size=cfg.gd.batch_size,
+        batch_size=batch,
         preprocessing=d.preprocessing,
         val_fraction=d.val_fraction,
         test_fraction=d.test_fraction,
         shuffle=cfg.gd.shuffle and not cfg.debug.overfit_batches,
         seed=cfg.seed,
         steps_per_call=steps_per_call(cfg),
+        reconstruct=task == "reconstruction",
+        pooled_scaling=cfg.model.name in SHARED_WEIGHTS and table.image_shape is not None,
     )
 
 
@@ -347,11 +414,32 @@ def rnn_network(cfg: DictConfig, dm: TabularDataModule) -> dict[str, Any]:
     }
 
 
+def _hidden_layers(m: DictConfig) -> dict[str, Any]:
+    return {"hidden_features": list(m.hidden), "activation": m.activation, "init": m.init}
+
+
+def autoencoder_network(cfg: DictConfig, dm: TabularDataModule) -> dict[str, Any]:
+    m = cfg.model
+    return {"in_features": dm.in_features, "code_size": m.code_size, **_hidden_layers(m)}
+
+
+def gan_network(cfg: DictConfig, dm: TabularDataModule) -> dict[str, Any]:
+    m = cfg.model
+    return {
+        "sample_features": dm.in_features,
+        "noise_size": m.noise_size,
+        "output": m.output,
+        **_hidden_layers(m),
+    }
+
+
 #: model.name → the network's keyword arguments, from the config and the data's shapes.
 NETWORK_ARGS: dict[str, Callable[[DictConfig, TabularDataModule], dict[str, Any]]] = {
     "mlp": mlp_network,
     "cnn": cnn_network,
     "rnn": rnn_network,
+    "autoencoder": autoencoder_network,
+    "gan": gan_network,
 }
 
 
@@ -360,17 +448,25 @@ def build_module(cfg: DictConfig, dm: TabularDataModule, p: Plan) -> HandpropMod
     opt_cfg["lr"] = p.lr
     sched = cfg.scheduler
     table = dm.table
-    return HandpropModule(
-        network={"name": cfg.model.name, **NETWORK_ARGS[cfg.model.name](cfg, dm)},
-        task={
-            "name": p.task,
-            "cost": p.cost,
-            "num_classes": table.num_classes,
-            "x_shift": dm.x_scaler.shift.tolist(),
-            "x_scale": dm.x_scaler.scale.tolist(),
-            "y_shift": float(dm.y_scaler.shift[0]),
-            "y_scale": float(dm.y_scaler.scale[0]),
-        },
+    name = cfg.model.name
+    task: dict[str, Any] = {
+        "name": p.task,
+        "cost": p.cost,
+        "num_classes": table.num_classes,
+        "x_shift": dm.x_scaler.shift.tolist(),
+        "x_scale": dm.x_scaler.scale.tolist(),
+        "y_shift": float(dm.y_scaler.shift[0]),
+        "y_scale": float(dm.y_scaler.scale[0]),
+    }
+    extra: dict[str, Any] = {}
+    if p.task == "reconstruction":
+        task["pca_components"] = int(cfg.model.code_size)
+    if p.task == "generation":
+        task |= {"modes": table.modes, "mode_std": table.mode_std}
+        extra |= {"d_steps": int(cfg.model.d_steps), "ema": float(cfg.model.ema or 0)}
+    module = module_class(name)(
+        network={"name": name, **NETWORK_ARGS[name](cfg, dm)},
+        task=task,
         columns={
             "features": table.feature_names,
             "target": table.target_name,
@@ -385,7 +481,16 @@ def build_module(cfg: DictConfig, dm: TabularDataModule, p: Plan) -> HandpropMod
         max_steps=cfg.trainer.max_steps,
         backprop=cfg.backprop,
         log_lr=bool(cfg.callbacks.lr_monitor),
+        monitors=(
+            {"every_n": cfg.monitors.every_n, "histograms": cfg.monitors.histograms}
+            if cfg.monitors.enabled
+            else None
+        ),
+        **extra,
     )
+    if p.task == "reconstruction":  # the PCA the autoencoder is measured against
+        module.task.fit_pca(dm.split("train")[0])
+    return module
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, p: Plan) -> L.Trainer:
@@ -400,6 +505,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, p: Plan) -> L.Trainer:
         )
     if cfg.progress:
         callbacks.append(Progress())
+    if cfg.logger.name == "tensorboard" and cfg.model.name in PICTURED:
+        callbacks.append(Pictures())
     logger: Any = False
     if cfg.logger.name == "tensorboard":
         # max_queue: events wait in memory instead of blocking every 10th call on the writer
@@ -474,7 +581,7 @@ def hparams_summary(cfg: DictConfig, p: Plan, num_train: int) -> dict[str, Any]:
 
 
 def allowed_metrics(task: str) -> list[str]:
-    return [f"{s}/{m}" for s in ("train", "val", "test") for m in ("loss", *METRICS[task])]
+    return [f"{s}/{m}" for s in ("train", "val", "test") for m in metric_names(task)]
 
 
 class Run(NamedTuple):
@@ -511,6 +618,11 @@ def prepare(cfg: DictConfig, run_dir: Path) -> Run:
         raise ConfigError(
             f"optimized_metric={target} is not a metric of task={task}; choose one of "
             f"{', '.join(allowed_metrics(task))}"
+        )
+    if task == "generation" and world_size(cfg) > 1:
+        raise ConfigError(
+            f"trainer.strategy={cfg.trainer.strategy} is not supported by model=gan: its two "
+            "networks' alternating updates run in one process; use trainer=default"
         )
     dm = build_datamodule(cfg, task)
     p = plan(cfg, dm, task, cost)

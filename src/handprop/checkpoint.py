@@ -48,8 +48,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load_module(path: str | Path) -> HandpropModule:
-    """The trained :class:`HandpropModule` in a checkpoint, in eval mode on the CPU."""
+    """The trained :class:`HandpropModule` in a checkpoint (a
+    :class:`~handprop.gan.GANModule` for a GAN), in eval mode on the CPU."""
+    from handprop.build import module_class
+
     ckpt = read_checkpoint(path)
-    model = HandpropModule(**ckpt["hyper_parameters"])
+    hp = ckpt["hyper_parameters"]
+    model = module_class(hp["network"]["name"])(**hp)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()

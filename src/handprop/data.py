@@ -171,13 +171,16 @@ class TabularDataModule(L.LightningDataModule):
     """Splits a :class:`~handprop.datasets.Table`, fits the scaler on the training rows only,
     and serves training batches as index slices of device-resident tensors.
 
-    Images (a table with ``image_shape``) are scaled with one shift and scale for all their
-    pixels (:class:`Scaler`'s ``pooled``), as image pipelines normalise per channel.
+    ``pooled_scaling``: one shift and scale for all the columns (:class:`Scaler`'s ``pooled``),
+    for the networks that slide the same weights over every pixel (as image pipelines normalise
+    per channel, not per pixel).
 
     Regression targets are standardised too (``y_scaler``); the model maps predictions back
     to the original units for metrics and prediction. Validation and test rows are not
     batched: the model evaluates a whole split at once (:meth:`split`), on every process
     under DDP, so the metrics are exact and no row is dropped to give the ranks equal shards.
+
+    ``reconstruct``: the target of each row is the row itself (an autoencoder's), ``y is X``.
     """
 
     def __init__(
@@ -190,8 +193,11 @@ class TabularDataModule(L.LightningDataModule):
         shuffle: bool = True,
         seed: int = 0,
         steps_per_call: int = 1,
+        reconstruct: bool = False,
+        pooled_scaling: bool = False,
     ) -> None:
         super().__init__()
+        self.reconstruct = reconstruct
         if batch_size is not None and batch_size < 1:
             raise DataError(f"gd.batch_size={batch_size} must be a positive integer (or null)")
         self.table = table
@@ -200,7 +206,7 @@ class TabularDataModule(L.LightningDataModule):
         idx = split_indices(len(table.y), val_fraction, test_fraction, seed)
         self.indices = dict(zip(("train", "val", "test"), idx, strict=True))
         train_x = table.X[self.indices["train"]]
-        self.x_scaler = Scaler.fit(train_x, preprocessing, pooled=table.image_shape is not None)
+        self.x_scaler = Scaler.fit(train_x, preprocessing, pooled=pooled_scaling)
         if table.task == "regression":
             ty = table.y[self.indices["train"]]
             self.y_scaler = Scaler(np.array([ty.mean()]), np.array([ty.std() or 1.0]))
@@ -236,13 +242,16 @@ class TabularDataModule(L.LightningDataModule):
             rows = self.indices[name]
             X = torch.as_tensor(self.x_scaler(self.table.X[rows]), dtype=torch.float32)
             y_np = self.table.y[rows]
-            if self.table.task == "multiclass":
+            if self.reconstruct:
+                y = X
+            elif self.table.task == "multiclass":
                 y = torch.as_tensor(y_np, dtype=torch.long)
             elif self.table.task == "binary":
                 y = torch.as_tensor(y_np, dtype=torch.float32).unsqueeze(1)
             else:
                 y = torch.as_tensor(self.y_scaler(y_np[:, None]), dtype=torch.float32)
-            self._tensors[key] = (X.to(device), y.to(device))
+            X = X.to(device)
+            self._tensors[key] = (X, X if self.reconstruct else y.to(device))
         return self._tensors[key]
 
     def _target_device(self) -> torch.device:

@@ -23,10 +23,15 @@ __all__ = [
     "property_prices",
     "students",
     "sine",
+    "ring",
     "read_csv",
 ]
 
-TASKS = ("regression", "binary", "multiclass")
+#: What a network can be trained to do: predict a target (the first three), or model the
+#: inputs themselves (reconstruction: an autoencoder; generation: a GAN).
+TASKS = ("regression", "binary", "multiclass", "reconstruction", "generation")
+#: The tasks that read no target: any data set, or a CSV without one, serves them.
+UNSUPERVISED = ("reconstruction", "generation")
 
 
 class DataError(UserError, ValueError):
@@ -36,7 +41,9 @@ class DataError(UserError, ValueError):
 @dataclass
 class Table:
     """Features ``X`` (n, f) float64, target ``y`` (n,) — float64 for regression, int64 class
-    indices 0…K−1 for classification — and their names.
+    indices 0…K−1 for classification, zeros when there is no target (``task="unlabelled"``)
+    — and their names. ``modes`` and ``mode_std``: the centres (K, f) and the standard deviation
+    of a Gaussian mixture the rows were drawn from (the ring), for a GAN's quality metrics.
 
     How a row's features are laid out, for the networks that read more than a flat row:
     ``image_shape`` (height, width) when each row is an image's pixels, row after row (digits:
@@ -51,6 +58,8 @@ class Table:
     class_names: list[str] = field(default_factory=list)
     image_shape: tuple[int, int] | None = None
     time_steps: int | None = None
+    modes: list[list[float]] | None = None
+    mode_std: float | None = None
 
     @property
     def num_classes(self) -> int:
@@ -150,6 +159,33 @@ def sine(n_samples: int = 2000, window: int = 20, noise: float = 0.05, seed: int
     return Table(x[:, :window], x[:, window], names, "x[t]", "regression", time_steps=window)
 
 
+def ring(
+    n_samples: int = 5000,
+    noise: float = 0.1,
+    seed: int = 0,
+    radius: float = 2.0,
+    n_modes: int = 8,
+) -> Table:
+    """The standard 2-D benchmark of GANs (Metz et al., 2017): a mixture of ``n_modes``
+    Gaussians of standard deviation ``noise`` whose centres are evenly spaced on a circle of
+    ``radius``, each drawn with equal probability. ``y`` is the mode a row came from."""
+    rng = np.random.default_rng(seed)
+    angles = 2 * np.pi * np.arange(n_modes) / n_modes
+    modes = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    y = rng.integers(0, n_modes, n_samples)
+    X = modes[y] + noise * rng.standard_normal((n_samples, 2))
+    return Table(
+        X,
+        y.astype(np.int64),
+        ["x", "y"],
+        "mode",
+        "multiclass",
+        [str(k) for k in range(n_modes)],
+        modes=modes.tolist(),
+        mode_std=float(noise),
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # scikit-learn's bundled data sets (installed with the package, never downloaded)
 # --------------------------------------------------------------------------------------------
@@ -243,11 +279,26 @@ def read_csv(
 ) -> Table:
     """Read a CSV with a header row. ``target`` names the column to predict; ``features``
     default to every other column. ``task`` (regression / binary / multiclass) says how to read
-    the target: class labels must be integers (they are mapped to 0…K−1 in sorted order).
+    the target: class labels must be integers (they are mapped to 0…K−1 in sorted order). The
+    unsupervised tasks (reconstruction, generation) need no target: without one every column
+    is a feature; with one, it is left out of the features and read as a regression target.
 
     Every problem stops with one :class:`DataError` line naming the file, column or row.
     """
     p, header, body = _read_rows(path, "data.path")
+    if not target and task in UNSUPERVISED:
+        features = list(features) if features else header
+        missing = [f for f in features if f not in header]
+        if missing:
+            raise DataError(f"data.features: columns {missing} not in {p}; columns are {header}")
+        try:
+            X = _numbers(p, header, body, features)
+        except DataError as e:
+            raise DataError(
+                f"{e}; task={task} reads every column as a number: choose the numeric ones "
+                "with data.features=[a,b,...]"
+            ) from None
+        return Table(X, np.zeros(len(X)), features, "", "unlabelled")
     if not target:
         raise DataError(f"data.target is not set; choose one of the columns {header}")
     if target not in header:
@@ -265,7 +316,7 @@ def read_csv(
     task = task or "regression"
     if task not in TASKS:
         raise DataError(f"task {task!r} is not one of {TASKS}")
-    if task == "regression":
+    if task in ("regression", *UNSUPERVISED):
         return Table(X, y, features, target, task)
     return _classify(X, y, features, target, task, str(p))
 
@@ -309,13 +360,14 @@ def _classify(
     return Table(X, index.astype(np.int64), features, target, task, [str(c) for c in labels])
 
 
-DATASETS = ("property_prices", "students", "blobs", "sine", *_SKLEARN, "csv")
+DATASETS = ("property_prices", "students", "blobs", "ring", "sine", *_SKLEARN, "csv")
 
 #: The task of each bundled data set (a CSV's task is the task the user names).
 DATA_TASKS: dict[str, str] = {
     "property_prices": "regression",
     "students": "regression",
     "blobs": "multiclass",
+    "ring": "multiclass",  # which mode a point came from
     "sine": "regression",
     **{name: task for name, (_, task) in _SKLEARN.items()},
 }
@@ -334,6 +386,7 @@ def load_table(
     n_features: int | None = None,
     n_classes: int | None = None,
     window: int | None = None,
+    radius: float | None = None,
 ) -> Table:
     """Load a data set by its config name (see :data:`DATASETS`)."""
     if name == "property_prices":
@@ -342,6 +395,14 @@ def load_table(
         return students(n_samples or 8, 2.0 if noise is None else noise, seed)
     if name == "blobs":
         return blobs(n_samples or 60_000, n_features or 784, n_classes or 10, seed)
+    if name == "ring":
+        return ring(
+            n_samples or 5000,
+            0.1 if noise is None else noise,
+            seed,
+            2.0 if radius is None else radius,
+            n_classes or 8,
+        )
     if name == "sine":
         return sine(n_samples or 2000, window or 20, 0.05 if noise is None else noise, seed)
     if name in _SKLEARN:

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from handprop.cli import UserError
+from handprop.cli import UserError, writing
 
 
 class Diverged(UserError, RuntimeError):
@@ -39,18 +39,21 @@ class Diverged(UserError, RuntimeError):
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to ``<name>.tmp``, then renamed over ``<name>``: a crash leaves
-    the old checkpoint or the new one, never half of one."""
+    the old checkpoint or the new one, never half of one. A failed write (a full disk) removes
+    the ``.tmp`` and raises a :class:`~handprop.cli.MachineError` naming the checkpoint."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
     ) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        torch.save(checkpoint, tmp)
-        # The rename is atomic: a killed process leaves the old file or the new one. (No
-        # fsync: it doubled the cost of a checkpoint, and power loss is not what this guards.)
-        os.replace(tmp, path)
+        with writing(path, tmp):  # a failed write: no .tmp left, one line naming the path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as fh:  # a file object: torch then passes on the OSError
+                torch.save(checkpoint, fh)
+            # The rename is atomic: a killed process leaves the old file or the new one. (No
+            # fsync: it doubled the cost of a checkpoint, and power loss is not what this guards.)
+            os.replace(tmp, path)
 
 
 class Checkpoints(Checkpoint):

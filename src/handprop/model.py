@@ -19,11 +19,20 @@ import torch
 from torch import Tensor
 
 from handprop.guards import Diverged
+from handprop.monitors import Monitors
+from handprop.networks import GAN, Autoencoder
 from handprop.nn import MLP, ConvNet, RecurrentNet
 from handprop.task import Task
 
 #: The networks a config can name, built from their keyword arguments (``network`` below).
-NETWORKS: dict[str, type[torch.nn.Module]] = {"mlp": MLP, "cnn": ConvNet, "rnn": RecurrentNet}
+#: A GAN trains by its own alternating updates: :class:`handprop.gan.GANModule`.
+NETWORKS: dict[str, type[torch.nn.Module]] = {
+    "mlp": MLP,
+    "autoencoder": Autoencoder,
+    "gan": GAN,
+    "cnn": ConvNet,
+    "rnn": RecurrentNet,
+}
 
 
 class InverseSqrtLR(torch.optim.lr_scheduler.LambdaLR):
@@ -53,7 +62,13 @@ class HandpropModule(L.LightningModule):
         backprop: ``recursion`` (:meth:`MLP.backprop`, the δ recursion written out),
             ``autograd`` (``C.backward()`` through the Functions) or ``auto``: the recursion
             where it applies (an MLP, one process, float32), autograd elsewhere.
+        monitors: :class:`~handprop.monitors.Monitors`' keyword arguments (``every_n``,
+            ``histograms``) to log per-layer gradients, δ, update ratios and dead units
+            every ``every_n`` updates; None: off.
     """
+
+    #: The name of the cost each update returns: the tags ``train/loss``, ``train/epoch_loss``.
+    LOSS = "loss"
 
     def __init__(
         self,
@@ -69,6 +84,7 @@ class HandpropModule(L.LightningModule):
         max_steps: int = -1,
         backprop: str = "auto",
         log_lr: bool = True,
+        monitors: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         # The updates are ours (training_step runs many per Lightning step).
@@ -83,6 +99,7 @@ class HandpropModule(L.LightningModule):
         self.scheduler_interval, self.monitor = scheduler_interval, monitor
         self.gradient_clip_val, self.max_steps = gradient_clip_val, max_steps
         self.backprop, self.log_lr = backprop, log_lr
+        self.monitors = Monitors(**monitors) if monitors else None
         self.by_recursion = False  # decided in on_fit_start
         self.updates = 0  # optimiser updates so far
         self.last_losses: list[float] = []  # the last chunk's per-update losses
@@ -111,8 +128,10 @@ class HandpropModule(L.LightningModule):
         weight, then ``W ← W − η ∂C/∂W`` (or the optimizer's rule) and the step-interval
         schedule. Returns ``C``, detached."""
         opt = self.optimizers()
+        # Every monitors.every_n-th update is watched (None: not this one, or monitors off).
+        watch = self.monitors and self.monitors.watch(self.net, self.updates, not self.by_recursion)
         if self.by_recursion:
-            loss = self.net.backprop(x, y, self.task.cost)  # overwrites every .grad
+            loss = self.net.backprop(x, y, self.task.cost, watch)  # overwrites every .grad
             if self.gradient_clip_val:
                 torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.gradient_clip_val)
             # The optimizer itself: Lightning's wrapper would dispatch its hooks for every
@@ -128,16 +147,22 @@ class HandpropModule(L.LightningModule):
                 self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val)
             opt.step()
             loss = loss.detach()
+        if watch:
+            watch.close(self.loggers)
         if self.scheduler_interval == "step" and self.scheduler_fn is not None:
             self.lr_schedulers().step()
         self.updates += 1
         return loss
 
     # ---- Lightning's hooks ----------------------------------------------------------------------
+    def has_recursion(self) -> bool:
+        """Whether the network's δ recursion is written out (``net.backprop``)."""
+        return hasattr(self.net, "backprop")
+
     def on_fit_start(self) -> None:
         strategy_ok = self.trainer.world_size == 1  # DDP syncs inside autograd's backward
         precision_ok = str(self.trainer.precision) in ("32", "32-true", "64", "64-true")
-        recursion_ok = hasattr(self.net, "backprop") and strategy_ok and precision_ok
+        recursion_ok = self.has_recursion() and strategy_ok and precision_ok
         if self.backprop == "recursion" and not recursion_ok:
             raise RuntimeError(
                 "backprop=recursion needs an MLP in one process at full precision; use "
@@ -147,10 +172,15 @@ class HandpropModule(L.LightningModule):
             self.backprop == "auto" and recursion_ok
         )
 
+    def learning_rate(self) -> float:
+        """The (first) optimizer's current rate."""
+        opt = self.optimizers()
+        return (opt[0] if isinstance(opt, list) else opt).param_groups[0]["lr"]
+
     def on_train_epoch_start(self) -> None:
         self._epoch_sum, self._epoch_rows = 0.0, 0
         if self.log_lr:  # the rate this epoch starts with
-            self.log_scalars({"lr": self.optimizers().param_groups[0]["lr"]})
+            self.log_scalars({"lr": self.learning_rate()})
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         """A chunk of updates: ``batch`` is a list of ``(x, y)`` (or one ``(x, y)``)."""
@@ -170,15 +200,16 @@ class HandpropModule(L.LightningModule):
         self.last_losses = values
         for i, v in enumerate(values):
             if not math.isfinite(v):
-                lr = self.optimizers().param_groups[0]["lr"]
+                lr = self.learning_rate()
                 raise Diverged(first + i, v, values[i - 1] if i else self.last_finite, lr)
         self.last_finite = values[-1]
         self._epoch_sum += sum(v * n for v, n in zip(values, rows, strict=False))
         self._epoch_rows += sum(rows)
         if self.loggers:  # every log_every_n_steps-th update's loss (each costs ~50 µs)
             every = self.trainer.log_every_n_steps
+            tag = f"train/{self.LOSS}"
             for i in range(-first % every, len(values), every):
-                self.log_scalars({"train/loss": values[i]}, step=first + i)
+                self.log_scalars({tag: values[i]}, step=first + i)
 
     def on_train_epoch_end(self) -> None:
         """The epoch's mean training loss, validation, then the epoch-interval schedule."""
@@ -186,7 +217,7 @@ class HandpropModule(L.LightningModule):
         if self.trainer.world_size > 1:  # over every rank's rows, not rank 0's alone
             t = torch.tensor(epoch_loss, device=self.device)
             epoch_loss = float(self.trainer.strategy.reduce(t, reduce_op="mean"))
-        row = {"epoch": self.current_epoch, "train/epoch_loss": epoch_loss}
+        row = {"epoch": self.current_epoch, f"train/epoch_{self.LOSS}": epoch_loss}
         dm = self.trainer.datamodule
         if dm.has("val"):
             values = self.evaluate(*dm.split("val"))
@@ -199,10 +230,11 @@ class HandpropModule(L.LightningModule):
         self.log_scalars(row)
         if self.scheduler_interval == "epoch" and self.scheduler_fn is not None:
             sched = self.lr_schedulers()
-            if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                sched.step(row[self.monitor])
-            else:
-                sched.step()
+            for s in sched if isinstance(sched, list) else [sched]:
+                if isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    s.step(row[self.monitor])
+                else:
+                    s.step()
 
     def log_scalars(self, values: dict[str, float], step: int | None = None) -> None:
         """Write scalars to every logger at ``step`` (default: the updates made so far)."""
@@ -217,14 +249,18 @@ class HandpropModule(L.LightningModule):
         self.updates = int(checkpoint["global_step"])
 
     # ---- optimisation ----------------------------------------------------------------------------
+    def make_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """The configured optimizer over ``params``: one fused kernel per step where torch
+        has one (Adam, AdamW, SGD)."""
+        try:
+            return self.optimizer_fn(params, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            return self.optimizer_fn(params)
+
     def configure_optimizers(self) -> Any:
         if self.optimizer_fn is None:
             raise RuntimeError("HandpropModule was built without an optimizer")
-        params = list(self.net.parameters())
-        try:  # one fused kernel per step where torch has one (Adam, AdamW, SGD)
-            opt = self.optimizer_fn(params, fused=True)
-        except (RuntimeError, TypeError, ValueError):
-            opt = self.optimizer_fn(params)
+        opt = self.make_optimizer(list(self.net.parameters()))
         if self.scheduler_fn is None:
             return opt
         # Stepped by this module (update / on_train_epoch_end), plateau included.

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from handprop import functional as F
-from handprop.functional.base import _check_reduction, _count
+from handprop.functional.base import _check_reduction, _count, _legacy_reduction
 
 __all__ = [
     "Linear",
@@ -23,15 +23,20 @@ __all__ = [
     "ReLU",
     "LeakyReLU",
     "Softmax",
+    "LogSoftmax",
     "MSELoss",
     "QuadraticCost",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
+    "NLLLoss",
     "MLP",
     "ACTIVATIONS",
     "INITS",
     "ACTIVATION_RULES",
     "init_linear_",
+    "TWINS",
+    "to_handprop",
+    "to_torch",
 ]
 
 
@@ -129,26 +134,48 @@ class LeakyReLU(nn.Module):
         return f"negative_slope={self.negative_slope}"
 
 
-class Softmax(nn.Module):
-    """``e^{zᵢ} / Σⱼ e^{zⱼ}`` along ``dim`` (required here: torch's implicit choice is
+class _AlongDim(nn.Module):
+    """A normalisation along ``dim``, which is required here (torch's implicit choice of it is
     deprecated)."""
 
     def __init__(self, dim: int | None = None) -> None:
         super().__init__()
         self.dim = dim
 
-    def forward(self, input: Tensor) -> Tensor:
+    def _dim(self) -> int:
         if self.dim is None:
-            raise ValueError("handprop.nn.Softmax needs dim, e.g. Softmax(dim=1)")
-        return F.softmax(input, self.dim)
+            name = type(self).__name__
+            raise ValueError(f"handprop.nn.{name} needs dim, e.g. {name}(dim=1)")
+        return self.dim
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
 
 
+class Softmax(_AlongDim):
+    """``e^{zᵢ} / Σⱼ e^{zⱼ}`` along ``dim``; any shape."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.softmax(input, self._dim())
+
+
+class LogSoftmax(_AlongDim):
+    """``zᵢ − log Σⱼ e^{zⱼ}`` along ``dim``; any shape."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.log_softmax(input, self._dim())
+
+
 class _Loss(nn.Module):
-    def __init__(self, reduction: str = "mean") -> None:
+    """torch's loss constructor: ``reduction``, or the deprecated ``size_average`` /
+    ``reduce`` pair (mapped to it, with torch's warning)."""
+
+    def __init__(
+        self, size_average: bool | None = None, reduce: bool | None = None, reduction: str = "mean"
+    ) -> None:
         super().__init__()
+        if size_average is not None or reduce is not None:
+            reduction = _legacy_reduction(size_average, reduce)
         _check_reduction(reduction)
         self.reduction = reduction
 
@@ -156,11 +183,37 @@ class _Loss(nn.Module):
         return f"reduction={self.reduction!r}"
 
 
+class _WeightedLoss(_Loss):
+    """A loss with class weights, kept as the buffer ``weight`` (in the state dict when set,
+    moved by ``.to()``), as torch keeps them."""
+
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(size_average, reduce, reduction)
+        self.register_buffer("weight", weight)
+
+
+def _plain_only(cost: nn.Module, **settings: bool) -> None:
+    """The δ recursion (:meth:`MLP.backprop`) starts from the plain cost: refuse the settings
+    it does not apply (autograd through the Functions, ``loss.backward()``, applies them)."""
+    used = [name for name, on in settings.items() if on]
+    if used:
+        raise ValueError(
+            f"MLP.backprop starts from the plain {type(cost).__name__}; "
+            f"{', '.join(used)} set: use loss.backward() instead"
+        )
+
+
 class MSELoss(_Loss):
     """``(ŷ − y)²``, reduced by ``reduction``; input and target the same shape."""
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        return F.mse_loss(input, target, self.reduction)
+        return F.mse_loss(input, target, reduction=self.reduction)
 
     def value_and_delta(self, input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """``C`` and ``∂C/∂ŷ = 2 (ŷ − y) / n`` without autograd: where :meth:`MLP.backprop`
@@ -171,6 +224,9 @@ class MSELoss(_Loss):
 
 class QuadraticCost(_Loss):
     """The notes' cost ``½ (y − ŷ)²``, reduced; derivative ``ŷ − y``."""
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__(reduction=reduction)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.quadratic_cost(input, target, self.reduction)
@@ -183,30 +239,94 @@ class QuadraticCost(_Loss):
 
 
 class BCEWithLogitsLoss(_Loss):
-    """Binary cross-entropy of ``σ(z)`` against ``y``, from logits ``z``; same shapes."""
+    """Binary cross-entropy of ``σ(z)`` against ``y``, from logits ``z``; same shapes.
+    ``weight`` (broadcast to ``z``) and ``pos_weight`` (per class, the last dimension) are
+    buffers, as in torch."""
+
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+        pos_weight: Tensor | None = None,
+    ) -> None:
+        super().__init__(size_average, reduce, reduction)
+        self.register_buffer("weight", weight)
+        self.register_buffer("pos_weight", pos_weight)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        return F.binary_cross_entropy_with_logits(input, target, self.reduction)
+        return F.binary_cross_entropy_with_logits(
+            input, target, self.weight, reduction=self.reduction, pos_weight=self.pos_weight
+        )
 
     def value_and_delta(self, input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """``C`` and ``∂C/∂z = (σ(z) − y) / n`` without autograd: where :meth:`MLP.backprop`
         starts the δ recursion."""
+        _plain_only(self, weight=self.weight is not None, pos_weight=self.pos_weight is not None)
         fn, n = F.BCEWithLogitsFunction, _count(input.shape, self.reduction)
         return fn.forward(input, target, self.reduction), fn.derivative(input, target).div_(n)
 
 
-class CrossEntropyLoss(_Loss):
-    """Softmax cross-entropy from logits (N, C, …) and class indices (N, …) or probabilities."""
+class CrossEntropyLoss(_WeightedLoss):
+    """Softmax cross-entropy from logits (N, C, …) and class indices (N, …) or probabilities;
+    class ``weight`` (C,), ``ignore_index``, ``label_smoothing`` as in torch."""
+
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        size_average: bool | None = None,
+        ignore_index: int = -100,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__(weight, size_average, reduce, reduction)
+        self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(input, target, self.reduction)
+        return F.cross_entropy(
+            input,
+            target,
+            self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+        )
 
     def value_and_delta(self, input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """``C`` and ``∂C/∂z = (softmax(z) − p) / N`` without autograd: where
         :meth:`MLP.backprop` starts the δ recursion."""
+        _plain_only(
+            self,
+            weight=self.weight is not None,
+            ignore_index=self.ignore_index >= 0,
+            label_smoothing=self.label_smoothing != 0,
+        )
         fn, cdim = F.CrossEntropyFunction, 0 if input.dim() == 1 else 1
         n = _count(input.shape[:cdim] + input.shape[cdim + 1 :], self.reduction)
         return fn.forward(input, target, self.reduction), fn.derivative(input, target).div_(n)
+
+
+class NLLLoss(_WeightedLoss):
+    """Negative log-likelihood ``−w_y ℓ_y`` of log-probabilities (N, C, …) at class indices
+    (N, …); class ``weight`` (C,) and ``ignore_index`` as in torch."""
+
+    def __init__(
+        self,
+        weight: Tensor | None = None,
+        size_average: bool | None = None,
+        ignore_index: int = -100,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(weight, size_average, reduce, reduction)
+        self.ignore_index = ignore_index
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.nll_loss(
+            input, target, self.weight, ignore_index=self.ignore_index, reduction=self.reduction
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,6 +405,12 @@ class MLP(nn.Module):
 
     Shapes: input (*, in_features) → output (*, out_features).
     Parameters: ``layers.{2k}.weight`` / ``.bias`` for the k-th Linear, as in ``nn.Sequential``.
+
+    State dicts: ``mlp.layers`` is an ``nn.Sequential``, so its state dict is a plain
+    Sequential's (``0.weight``, …); ``mlp.state_dict()`` adds the prefix ``layers.``. Between an
+    MLP and a torch ``nn.Sequential`` of the same layers: ``seq.load_state_dict(
+    mlp.layers.state_dict())`` and ``mlp.layers.load_state_dict(seq.state_dict())``; a torch
+    model that keeps the Sequential as ``self.layers`` loads ``mlp.state_dict()`` as it is.
     """
 
     def __init__(
@@ -325,7 +451,13 @@ class MLP(nn.Module):
     def forward(self, input: Tensor) -> Tensor:
         return self.layers(input)
 
-    def backprop(self, input: Tensor, target: Tensor, cost: nn.Module) -> Tensor:
+    def backprop(
+        self,
+        input: Tensor,
+        target: Tensor,
+        cost: nn.Module,
+        record: Callable[[str, int, Tensor], None] | None = None,
+    ) -> Tensor:
         r"""One forward and one backward pass by the notes' δ recursion, without autograd.
 
         Forward, keeping what the backward needs (``a₀ = x``; the output layer is linear)::
@@ -348,6 +480,10 @@ class MLP(nn.Module):
             cost: a handprop loss module; ``cost.value_and_delta(z, y)`` gives ``C`` and
                 ``∂C/∂z``, as each cost pairs its ``fn`` with its ``delta`` in Nielsen's
                 ``network.py``.
+            record: when given, called with ``("activation", l, a_l)`` for each hidden
+                layer and ``("delta", l, δ_l)`` for each layer as the recursion computes it
+                (``l`` counts the Linear layers from 0 at the input side): what
+                :mod:`handprop.monitors` reads. The tensors are not modified afterwards.
 
         Returns:
             ``C`` (a 0-dim tensor, not part of any graph). Every parameter's ``.grad`` is
@@ -360,25 +496,67 @@ class MLP(nn.Module):
             >>> net.layers[0].weight.grad.shape
             torch.Size([5, 4])
         """
-        sigma, sigma_prime = ACTIVATION_RULES[self.activation]
-        linears = self.linears
         with torch.no_grad():
-            zs, activations = [], [input]
-            for layer in linears[:-1]:
-                zs.append(F.LinearFunction.forward(activations[-1], layer.weight, layer.bias))
-                activations.append(sigma(zs[-1]))
-            out = linears[-1]
-            z = F.LinearFunction.forward(activations[-1], out.weight, out.bias)
-            C, delta = cost.value_and_delta(z, target)  # δ_L = ∂C/∂z_L
-            for l in range(len(linears) - 1, -1, -1):
-                layer = linears[l]
-                # written into the existing .grad tensors: no new tensor per step
-                torch.mm(delta.t(), activations[l], out=_grad(layer.weight))  # δᵀ a
+            kept = self.forward_kept(input)
+            C, delta = cost.value_and_delta(kept[-1], target)  # δ_L = ∂C/∂z_L
+            if record is not None:
+                for l, a in enumerate(kept[2:-1:2]):  # a_1 … a_{L−1}
+                    record("activation", l, a)
+            self.backward_from(kept, delta, record=record)
+        return C
+
+    def forward_kept(self, input: Tensor) -> list[Tensor]:
+        """The forward pass of :meth:`backprop`, without autograd, keeping what its backward
+        needs: ``[a₀ = x, z₁, a₁, …, z_{L−1}, a_{L−1}, z_L]`` (``a_l = σ(z_l)``; the output
+        ``z_L`` is last)."""
+        sigma = ACTIVATION_RULES[self.activation][0]
+        linears = self.linears
+        kept = [input]
+        for layer in linears[:-1]:
+            kept.append(F.LinearFunction.forward(kept[-1], layer.weight, layer.bias))
+            kept.append(sigma(kept[-1]))
+        out = linears[-1]
+        kept.append(F.LinearFunction.forward(kept[-1], out.weight, out.bias))
+        return kept
+
+    def backward_from(
+        self,
+        kept: list[Tensor],
+        delta: Tensor,
+        grads: bool = True,
+        input_delta: bool = False,
+        record: Callable[[str, int, Tensor], None] | None = None,
+    ) -> Tensor | None:
+        r"""The backward pass of :meth:`backprop` from a given ``δ_L = ∂C/∂z_L`` (N, out), over
+        what :meth:`forward_kept` kept: ``∂C/∂W_l = δ_lᵀ a_{l−1}``, ``∂C/∂b_l = Σₙ δ_l``,
+        ``δ_{l−1} = (δ_l W_l) ⊙ σ'(z_{l−1})``.
+
+        Args:
+            kept: :meth:`forward_kept`'s list for the same input.
+            delta: ``∂C/∂z_L``, the cost's derivative by the output.
+            grads: write each parameter's ``.grad`` (False: leave them, e.g. a network that
+                only passes δ on to the one before it).
+            input_delta: also return ``∂C/∂x = δ_1 W_1``, the δ of whatever made the input.
+            record: called with ``("delta", l, δ_l)`` for each layer, as :meth:`backprop`'s.
+
+        Returns:
+            ``∂C/∂x`` (N, in_features) when ``input_delta``, else None.
+        """
+        sigma_prime = ACTIVATION_RULES[self.activation][1]
+        linears = self.linears
+        for l in range(len(linears) - 1, -1, -1):
+            layer = linears[l]
+            if record is not None:
+                record("delta", l, delta)
+            if grads:  # written into the existing .grad tensors: no new tensor per step
+                torch.mm(delta.t(), kept[2 * l], out=_grad(layer.weight))  # δᵀ a
                 if layer.bias is not None:
                     torch.sum(delta, 0, out=_grad(layer.bias))  # Σₙ δ
-                if l:
-                    delta = delta.mm(layer.weight).mul_(sigma_prime(zs[l - 1], activations[l]))
-        return C
+            if l:
+                delta = delta.mm(layer.weight).mul_(sigma_prime(kept[2 * l - 1], kept[2 * l]))
+            elif input_delta:
+                return delta.mm(layer.weight)
+        return None
 
 
 def _grad(p: Tensor) -> Tensor:
@@ -899,6 +1077,74 @@ class LSTM(_Recurrent):
         return output, (h_n, c_n)
 
 
+# --------------------------------------------------------------------------------------------
+# Whole-model conversion: torch.nn layers ⇄ their handprop twins
+# --------------------------------------------------------------------------------------------
+#: Each torch.nn layer with a handprop twin, and the twin: same constructor arguments, same
+#: attribute, parameter and buffer names.
+TWINS: dict[type[nn.Module], type[nn.Module]] = {
+    nn.Linear: Linear,
+    nn.Sigmoid: Sigmoid,
+    nn.Tanh: Tanh,
+    nn.ReLU: ReLU,
+    nn.LeakyReLU: LeakyReLU,
+    nn.Softmax: Softmax,
+    nn.LogSoftmax: LogSoftmax,
+    nn.MSELoss: MSELoss,
+    nn.BCEWithLogitsLoss: BCEWithLogitsLoss,
+    nn.CrossEntropyLoss: CrossEntropyLoss,
+    nn.NLLLoss: NLLLoss,
+    nn.Conv2d: Conv2d,
+    nn.MaxPool2d: MaxPool2d,
+    nn.AvgPool2d: AvgPool2d,
+    nn.Flatten: Flatten,
+    nn.Dropout: Dropout,
+    nn.RNN: RNN,
+    nn.LSTM: LSTM,
+}
+
+
+def to_handprop(module: nn.Module) -> nn.Module:
+    """Swap every torch.nn layer of ``module`` that has a handprop twin (:data:`TWINS`), at any
+    depth, for the twin, so its backward pass runs the hand-written derivatives.
+
+    Each twin takes over the layer's state as it is: the same ``Parameter`` and buffer objects
+    (an optimizer built before still steps them), settings, hooks and train/eval mode, so the
+    state dict, its keys and the outputs are unchanged. Layers of exactly these classes are
+    swapped; subclasses and layers with parametrizations (``weight_norm``, …) are left alone
+    (parametrize after converting). ``inplace=True`` of a ReLU is kept but ignored.
+
+    Returns ``module``, changed in place, or the twin when ``module`` itself is such a layer.
+
+    Examples::
+
+        >>> model = to_handprop(model)                    # one line: hand-written backward
+        >>> reference = to_torch(copy.deepcopy(model))    # and back, to compare gradients
+    """
+    return _swap(module, TWINS)
+
+
+def to_torch(module: nn.Module) -> nn.Module:
+    """The reverse of :func:`to_handprop`: every handprop layer of ``module`` back to its
+    torch.nn twin, state kept the same way. ``QuadraticCost`` (half of ``MSELoss``) has no twin
+    and stays; an :class:`MLP` stays an ``MLP`` whose ``layers`` Sequential holds torch.nn layers
+    (its parameter names, ``layers.{2k}.weight``, do not change)."""
+    return _swap(module, {twin: layer for layer, twin in TWINS.items()})
+
+
+def _swap(module: nn.Module, table: dict[type[nn.Module], type[nn.Module]]) -> nn.Module:
+    twin_class = table.get(type(module))
+    if twin_class is not None:
+        twin = twin_class.__new__(twin_class)
+        twin.__dict__.update(module.__dict__)  # the same parameters, buffers, hooks, settings
+        return twin
+    for name, child in module.named_children():
+        swapped = _swap(child, table)
+        if swapped is not child:
+            setattr(module, name, swapped)
+    return module
+
+
 # ============================================================================================
 # The notes' network types beyond the MLP: a convolutional and a recurrent network, built from
 # the drop-ins above, whose input is a data set's feature rows (an image's pixels or a
@@ -924,9 +1170,7 @@ def block_pools(pool: str | Sequence[str], blocks: int) -> list[str]:
     return pools
 
 
-def conv_output_size(
-    size: Sequence[int], pools: Sequence[str], pool_size: int
-) -> tuple[int, int]:
+def conv_output_size(size: Sequence[int], pools: Sequence[str], pool_size: int) -> tuple[int, int]:
     """Height and width of the feature maps after the blocks whose poolings are ``pools``:
     each convolution keeps the size (``padding="same"``), each pooling divides it by
     ``pool_size`` (rounded down)."""
@@ -1049,7 +1293,7 @@ class ConvNet(nn.Module):
             maps.append(x)
         return maps
 
-    def summary(self) -> str:
+    def describe(self) -> str:
         """One line: ``ConvNet 1×8×8 → conv3×3 16, max-pool 2, conv3×3 32 → 512-64-10``."""
         c, h, w = self.in_shape
         parts = []
@@ -1116,7 +1360,7 @@ class RecurrentNet(nn.Module):
         output = self.recurrent(input.reshape(-1, *self.in_shape))[0]
         return self.head(output[:, -1])  # the last step's state of the last layer: h_T
 
-    def summary(self) -> str:
+    def describe(self) -> str:
         """One line: ``RecurrentNet LSTM 8 steps × 8 → 64 → 10``."""
         t, f = self.in_shape
         layers = f" ×{self.num_layers}" if self.num_layers > 1 else ""

@@ -7,7 +7,12 @@ the data's own units: the preprocessing stored in the checkpoint is applied here
 
 ``output`` gets every input row, all its columns in the input's order, followed by the
 prediction in original units: ``predicted_<target>`` for regression; ``predicted_class`` and
-one ``prob_<class>`` column per class for classification.
+one ``prob_<class>`` column per class for classification; for an autoencoder the code
+(``code_1`` … ``code_k``) and the rebuilt row (``reconstructed_<feature>`` per feature).
+
+A GAN reads no input: ``handprop-predict ckpt_path=PATH n_samples=N output=samples.csv``
+writes ``N`` generated rows (one column per feature, in the data's units) from noise seeded
+by ``seed`` (default 0).
 """
 
 from __future__ import annotations
@@ -20,11 +25,18 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from handprop.cli import ConfigError, call_reporting, run_cli
+from handprop.cli import ConfigError, call_reporting, run_cli, writing
 
 
-def predict(ckpt_path: str, input: str, output: str) -> Path:
-    """Write predictions for ``input`` to ``output`` (atomically); return its path."""
+def predict(
+    ckpt_path: str,
+    input: str | None,
+    output: str,
+    n_samples: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write predictions for ``input`` (or ``n_samples`` samples of a GAN) to ``output``
+    (atomically); return its path."""
     import torch
 
     from handprop.checkpoint import load_module
@@ -35,9 +47,24 @@ def predict(ckpt_path: str, input: str, output: str) -> Path:
         raise ConfigError(f"output: folder {out.parent} does not exist")
     model = load_module(ckpt_path)
     features = list(model.columns["features"])
+    if model.task.name == "generation":
+        return _samples(model, features, input, n_samples, seed, out)
+    if n_samples is not None:
+        raise ConfigError("n_samples is for a GAN's checkpoint; this model predicts input=FILE")
+    if input is None:
+        raise ConfigError("input is required: add input=... to the command line")
     X, header, body = read_features(input, features)
-    yhat = model.predict_raw(torch.as_tensor(X, dtype=torch.float32))  # under no_grad
-    if model.task.name == "regression":
+    x = torch.as_tensor(X, dtype=torch.float32)
+    yhat = model.predict_raw(x)  # under no_grad
+    if model.task.name == "reconstruction":
+        with torch.no_grad():
+            code = model.net.encode(model.task.scale_inputs(x))
+        extra = [
+            *(f"code_{i + 1}" for i in range(code.shape[1])),
+            *(f"reconstructed_{f}" for f in features),
+        ]
+        cols = [[f"{v:.6g}" for v in row] for row in torch.cat([code, yhat], 1).tolist()]
+    elif model.task.name == "regression":
         extra = [f"predicted_{model.columns['target']}"]
         cols = [[f"{v:.6g}"] for v in yhat.squeeze(-1).tolist()]
     else:
@@ -45,20 +72,41 @@ def predict(ckpt_path: str, input: str, output: str) -> Path:
         probs = torch.cat([1 - yhat, yhat], dim=-1) if model.task.name == "binary" else yhat
         extra = ["predicted_class", *(f"prob_{c}" for c in classes)]
         cols = [[classes[int(torch.argmax(p))], *(f"{v:.6g}" for v in p.tolist())] for p in probs]
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow([*header, *extra])
-        for row, c in zip(body, cols, strict=True):
-            w.writerow([*row, *c])
-    os.replace(tmp, out)
+    _write(out, [*header, *extra], [[*row, *c] for row, c in zip(body, cols, strict=True)])
     print(f"{len(body)} predictions written to {out}")
     return out
 
 
+def _samples(
+    model, features: list[str], input: str | None, n: int | None, seed: int, out: Path
+) -> Path:  # noqa: ANN001
+    """A GAN's ``n`` samples in the data's units, one column per feature."""
+    if input is not None:
+        raise ConfigError("input: a GAN reads no rows; drop input= and give n_samples=N")
+    if n is None or isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"n_samples={n} is invalid: a GAN needs a positive integer, e.g. 1000")
+    rows = model.sample_raw(n, seed).tolist()
+    _write(out, features, [[f"{v:.6g}" for v in row] for row in rows])
+    print(f"{n} samples written to {out}")
+    return out
+
+
+def _write(out: Path, header: list[str], rows: list[list[str]]) -> None:
+    """``header`` and ``rows`` to ``out``, through a temporary file renamed over it."""
+    tmp = out.with_name(out.name + ".tmp")
+    with writing(out, tmp):  # a failed write: no .tmp left, one line naming the output
+        with tmp.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            w.writerows(rows)
+        os.replace(tmp, out)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def _hydra_main(cfg: DictConfig) -> None:
-    call_reporting(lambda: predict(cfg.ckpt_path, cfg.input, cfg.output), cfg)
+    call_reporting(
+        lambda: predict(cfg.ckpt_path, cfg.input, cfg.output, cfg.n_samples, cfg.seed), cfg
+    )
 
 
 def main() -> None:

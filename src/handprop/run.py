@@ -7,6 +7,7 @@ run did. The metrics are those of the best weights (by ``val/loss``) unless
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
@@ -14,22 +15,36 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 from torch.utils.tensorboard.summary import hparams
 
+from handprop import lr_find
 from handprop.build import hparams_summary, prepare
 from handprop.checkpoint import read_checkpoint
-from handprop.cli import format_table, write_json_atomic
+from handprop.cli import ConfigError, format_table, write_json_atomic
 from handprop.guards import Checkpoints, Diverged
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Train, evaluate and write ``metrics.json`` into ``run_dir``; return the metrics."""
     t0 = time.perf_counter()
+    if cfg.lr_find:  # the learning-rate range test first; then train with its suggestion
+        lr = lr_find.find(cfg, run_dir)
+        if cfg.lr_find == "only":
+            return {"suggested_lr": lr}
+        cfg = copy.deepcopy(cfg)
+        cfg.optimizer.lr = lr
     run = prepare(cfg, run_dir)
     dm, module, trainer = run.datamodule, run.module, run.trainer
     ckpt_path = cfg.ckpt_path
     if ckpt_path == "last":
         ckpt_path = str(run_dir / "checkpoints" / "last.ckpt")
     if ckpt_path is not None:
-        read_checkpoint(ckpt_path)  # a missing, foreign or unsafe file: one line, before fit
+        # a missing, foreign or unsafe file: one line, before fit
+        done = read_checkpoint(ckpt_path).get("epoch", 0)
+        if done > cfg.trainer.max_epochs:
+            raise ConfigError(
+                f"ckpt_path: {ckpt_path} has trained {done} epochs, more than "
+                f"trainer.max_epochs={cfg.trainer.max_epochs}; set trainer.max_epochs={done} or "
+                "more to resume it"
+            )
     if trainer.is_global_zero:  # under DDP the other ranks write nothing here
         for stale in ("metrics.json", "error.json"):
             (run_dir / stale).unlink(missing_ok=True)
@@ -98,18 +113,24 @@ def report(cfg, run, rows, run_dir: Path, checkpoints) -> None:  # noqa: ANN001
     if checkpoints and checkpoints.best_path.is_file():
         best = checkpoints.best_path
         features = ",".join(run.module.columns["features"])
-        print(
-            f"predict:       handprop-predict ckpt_path={best} input=your.csv output=predictions.csv"
-        )
-        print(f"               (your.csv: a header row with the columns {features})")
+        if run.plan.task == "generation":
+            print(
+                f"generate:      handprop-predict ckpt_path={best} n_samples=1000 output=samples.csv"
+            )
+        else:
+            print(
+                f"predict:       handprop-predict ckpt_path={best} input=your.csv "
+                "output=predictions.csv"
+            )
+            print(f"               (your.csv: a header row with the columns {features})")
         print(f"evaluate:      handprop-eval ckpt_path={best}")
 
 
 def describe(net) -> str:  # noqa: ANN001
-    """A network in a few characters: ``MLP 4-5-1``, its own ``summary()``, else its class
+    """A network in a few characters: ``MLP 4-5-1``, its own ``describe()``, else its class
     name."""
-    if hasattr(net, "summary"):
-        return net.summary()
+    if hasattr(net, "describe"):
+        return net.describe()
     if hasattr(net, "hidden_features"):
         sizes = [net.in_features, *net.hidden_features, net.out_features]
         return f"{type(net).__name__} {'-'.join(map(str, sizes))}"

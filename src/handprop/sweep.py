@@ -14,7 +14,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from handprop.cli import write_json_atomic
+from handprop.cli import MachineError, report, verbose_errors, write_json_atomic
 
 
 def summarize(sweep_dir: Path) -> dict[str, Any]:
@@ -56,7 +56,11 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return
         summary = summarize(sweep_dir)
-        write_json_atomic(sweep_dir / "summary.json", summary)
+        try:
+            write_json_atomic(sweep_dir / "summary.json", summary)
+        except MachineError as e:
+            report(e, verbose_errors(config))
+            raise SystemExit(1) from None
         failed = 0
         print(f"\nsweep summary ({sweep_dir}/summary.json):")
         for job in summary["jobs"]:

@@ -8,6 +8,7 @@ starts, so that ``--help`` and ``--cfg`` answer before torch and Lightning are l
 from __future__ import annotations
 
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 import hydra
@@ -17,12 +18,16 @@ from omegaconf import DictConfig
 
 from handprop.cli import (
     ConfigError,
-    is_user_error,
+    MachineError,
+    as_machine_error,
+    exit_status,
+    is_known,
     report,
     run_cli,
     verbose_errors,
     write_json_atomic,
 )
+from handprop.rundir import is_rank_zero, write_hydra_files
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -31,6 +36,8 @@ def _hydra_main(cfg: DictConfig) -> dict | float | None:
     run_dir = Path(hc.runtime.output_dir)
     target = cfg.get("optimized_metric")  # set by hparams_search: sweepers want one number
     try:
+        if is_rank_zero():  # Hydra's .hydra/ files (hydra.output_subdir is null: see rundir)
+            write_hydra_files(run_dir, cfg, hc)
         from handprop.run import train
 
         metrics = train(cfg, run_dir)
@@ -43,13 +50,14 @@ def _hydra_main(cfg: DictConfig) -> dict | float | None:
             return float(metrics[target])
         return metrics
     except Exception as e:  # noqa: BLE001 — every failure becomes one line (trace on request)
-        known = is_user_error(e)
-        report(e, verbose_errors(cfg) or not known)
-        write_json_atomic(run_dir / "error.json", {"error": f"{type(e).__name__}: {e}"})
+        err = as_machine_error(e, run_dir)  # a write the machine refused: one line, its path
+        report(err, verbose_errors(cfg) or not is_known(err))
+        with suppress(MachineError):  # a full disk takes no error.json: the line says it all
+            write_json_atomic(run_dir / "error.json", {"error": f"{type(err).__name__}: {err}"})
         if hc.mode == RunMode.MULTIRUN:
             # The sweep goes on; the summary lists this job as failed (a search sees NaN).
             return float("nan") if target else None
-        raise SystemExit(2 if known else 1) from None
+        raise SystemExit(exit_status(err)) from None
 
 
 def main() -> None:

@@ -71,6 +71,22 @@ DEMOS: dict[str, tuple[str, str]] = {
         "epochs",
         "the notes' 8 students: the same weights for every row, the cost falling epoch by epoch",
     ),
+    "vanishing": (
+        "vanishing",
+        "8 hidden layers of sigmoid, tanh, ReLU: mean |delta| per layer and who trains fastest",
+    ),
+    "overfitting": (
+        "overfitting",
+        "a big network on 60 rows: validation loss turns up, early stopping, the best weights",
+    ),
+    "autoencoder": (
+        "autoencoder",
+        "digits through a 2..16-unit code: the 2-D code map beside PCA's, error vs code size",
+    ),
+    "gan": (
+        "gan",
+        "a GAN on the ring of 8 Gaussians: samples as training goes, both networks' costs",
+    ),
 }
 
 DEFAULT_OUT = Path("outputs") / "demos"

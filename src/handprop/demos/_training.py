@@ -5,7 +5,8 @@ the trainer's builders; the loop below only replaces Lightning's, which costs se
 that a demonstration with many runs cannot spend.
 
 This is the only module of the demos that imports the trainer (:func:`_builders`,
-:func:`train_run`), so a move of its builders is a change here alone.
+:func:`train_run`, :func:`fit_trainer`, :func:`pca`), so a move of its builders is a change
+here alone.
 """
 
 from __future__ import annotations
@@ -76,6 +77,72 @@ def train_run(cfg: Any, run_dir: Path) -> dict[str, float]:
     from handprop.run import train
 
     return train(cfg, run_dir)
+
+
+def train_logged(cfg: Any) -> tuple[dict[str, float], list[dict[str, float]], dict[str, Any]]:
+    """``handprop-train`` on ``cfg`` (with ``logger=csv`` and checkpoints) in a scratch
+    directory, its report kept off the terminal. Returns its final metrics, one row per epoch
+    from its CSV log (``epoch``, ``train/epoch_loss``, ``val/…``) and the metrics of its last
+    weights (``checkpoints/last.ckpt``) on each split, by split."""
+    import contextlib
+    import csv
+    import io
+    import tempfile
+    import warnings
+
+    from omegaconf import OmegaConf
+
+    from handprop.checkpoint import load_module
+
+    with tempfile.TemporaryDirectory(prefix="handprop-demo-") as tmp:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            metrics = train_run(cfg, Path(tmp))
+        with open(Path(tmp) / "csv" / "metrics.csv", newline="") as fh:
+            rows = [
+                {k: float(v) for k, v in row.items() if v not in (None, "")}
+                for row in csv.DictReader(fh)
+            ]
+        last = load_module(Path(tmp) / "checkpoints" / "last.ckpt")
+    dm = _builders().build_datamodule(OmegaConf.create(last.hparams["config"]), last.task.name)
+    at_last = {s: last.evaluate(*dm.split(s)) for s in ("train", "val", "test") if dm.has(s)}
+    epochs = [row for row in rows if "train/epoch_loss" in row]
+    return metrics, epochs, at_last
+
+
+def fit_trainer(cfg: Any, run_dir: Path, callbacks: tuple = ()) -> Any:
+    """``handprop-train``'s own objects for ``cfg`` (:func:`handprop.build.prepare`), fitted by
+    its Lightning trainer with ``callbacks`` added (to watch the training), the best weights
+    put back as ``handprop-train`` does; returns the run (``datamodule``, ``module``,
+    ``trainer``, ``plan``)."""
+    import contextlib
+    import io
+    import warnings
+
+    from handprop.build import prepare
+    from handprop.guards import Checkpoints
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        run = prepare(cfg, run_dir)
+        run.trainer.callbacks.extend(callbacks)
+        run.trainer.fit(run.module, datamodule=run.datamodule)
+    for c in run.trainer.callbacks:
+        if isinstance(c, Checkpoints) and cfg.callbacks.checkpoint.restore_best:
+            c.restore_best(run.module)
+    run.module.eval()
+    return run
+
+
+def pca(train: Any, rows: Any, k: int) -> tuple[Any, Any]:
+    """The first ``k`` principal components of ``rows`` and their reconstruction, by PCA
+    fitted on ``train``: :meth:`handprop.task.Task.fit_pca`, the one the trainer compares the
+    autoencoder with."""
+    from handprop.task import Task
+
+    task = Task("reconstruction", x_shift=[0.0] * train.shape[1], pca_components=k)
+    task.fit_pca(train)
+    return (rows - task.pca_mean) @ task.pca_basis.t(), task.pca_reconstruction(rows)
 
 
 @contextmanager

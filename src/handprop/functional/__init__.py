@@ -1,11 +1,12 @@
 """The notes' equations as ``torch.autograd.Function`` s, each backward written out by hand.
 
 Every op below is one ``Function`` with ``forward`` (the equation), ``setup_context`` (what
-the backward needs, saved with ``save_for_backward``) and ``backward`` (the derivative from
-the notes, chain rule included). The backward never asks autograd for the derivative of the
-same op; it is built from ordinary differentiable tensor ops, so double backward
-(``gradgradcheck``) works too. Each Function's public wrapper, beside it, has the signatures of
-``torch.nn.functional``, so ``import handprop.functional as F`` is a drop-in.
+the derivatives need, saved with ``save_for_backward`` / ``save_for_forward``), ``backward``
+(the derivative from the notes, chain rule included: reverse mode) and ``jvp`` (the same
+derivative applied to a tangent: forward mode), plus a ``vmap`` rule for ``torch.func``.
+Neither asks autograd for the derivative of the same op; both are built from ordinary
+differentiable tensor ops, so double backward (``gradgradcheck``) works too. Each Function's
+public wrapper, beside it, has the signatures of ``torch.nn.functional``, so ``import handprop.functional as F`` is a drop-in.
 
 Notation (as in the notes): ``x`` input, ``W`` weights, ``b`` bias, ``z`` pre-activation,
 ``a`` activation, ``ŷ`` prediction, ``y`` target, ``δ = ∂C/∂z`` the error signal, ``g`` the
@@ -18,17 +19,19 @@ from torch.autograd import Function
 
 from handprop.functional.activations import (
     LeakyReLUFunction,
+    LogSoftmaxFunction,
     ReLUFunction,
     SigmoidFunction,
     SoftmaxFunction,
     TanhFunction,
     leaky_relu,
+    log_softmax,
     relu,
     sigmoid,
     softmax,
     tanh,
 )
-from handprop.functional.base import REDUCTIONS, HandFunction
+from handprop.functional.base import REDUCTIONS, HandFunction, function_of
 from handprop.functional.convolution import (
     AvgPool2dFunction,
     Conv2dFunction,
@@ -43,10 +46,12 @@ from handprop.functional.dropout import DropoutFunction, dropout
 from handprop.functional.losses import (
     BCEWithLogitsFunction,
     CrossEntropyFunction,
+    NLLLossFunction,
     SquaredErrorFunction,
     binary_cross_entropy_with_logits,
     cross_entropy,
     mse_loss,
+    nll_loss,
     quadratic_cost,
 )
 from handprop.functional.neuron import LinearFunction, linear
@@ -59,10 +64,12 @@ __all__ = [
     "relu",
     "leaky_relu",
     "softmax",
+    "log_softmax",
     "mse_loss",
     "quadratic_cost",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "nll_loss",
     "conv2d",
     "max_pool2d",
     "avg_pool2d",
@@ -73,6 +80,7 @@ __all__ = [
     "lstm",
     "FUNCTIONS",
     "HandFunction",
+    "function_of",
     "REDUCTIONS",
 ]
 
@@ -84,10 +92,12 @@ FUNCTIONS: dict[str, type[Function]] = {
     "relu": ReLUFunction,
     "leaky_relu": LeakyReLUFunction,
     "softmax": SoftmaxFunction,
+    "log_softmax": LogSoftmaxFunction,
     "mse_loss": SquaredErrorFunction,
     "quadratic_cost": SquaredErrorFunction,
     "binary_cross_entropy_with_logits": BCEWithLogitsFunction,
     "cross_entropy": CrossEntropyFunction,
+    "nll_loss": NLLLossFunction,
     "conv2d": Conv2dFunction,
     "max_pool2d": MaxPool2dFunction,
     "avg_pool2d": AvgPool2dFunction,

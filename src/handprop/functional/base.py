@@ -1,73 +1,178 @@
 """Plumbing shared by every handprop Function: no mathematics here.
 
-:class:`HandFunction` is the base class of every Function (argument passing and mixed
-precision); the helpers check and apply a loss's ``reduction`` and the usual shape rules.
+:class:`HandFunction` is the base class of every Function (how torch runs it: plain calls,
+``torch.func`` transforms, forward-mode AD, ``torch.compile``, mixed precision);
+:func:`function_of` names the Function behind a graph node; the helpers check and apply a loss's
+``reduction`` and the usual shape rules.
 """
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.autograd import Function
+from torch.autograd.function import BackwardCFunction
 
 REDUCTIONS = ("mean", "sum", "none")
 
+#: Every Function class written by hand, by name (not the generated twins below).
+_BY_NAME: dict[str, type[HandFunction]] = {}
 
-class HandFunction(Function):
-    """The base of every handprop Function: two pieces of plumbing, no mathematics.
 
-    * ``apply`` with every argument positional (as the wrappers below call it). torch's
-      ``Function.apply`` binds the arguments to ``forward``'s signature on every call when
-      ``setup_context`` is defined (to fill in defaults): ``inspect.signature`` then costs
-      ~10 µs, more than a small layer's arithmetic. With all arguments given there is nothing
-      to fill in, so this goes straight to the C++ ``apply``; under functorch transforms
-      (vmap, grad, …) it takes torch's full path.
-    * Mixed precision: a Function applied under ``torch.autocast`` runs as its ``_autocast``
-      twin, whose backward replays the forward's autocast state (what ``torch.amp.custom_bwd``
-      does for old-style Functions), so a forward in bf16 and a backward after leaving the
-      autocast region still meet in one dtype. Outside autocast nothing extra runs.
+class _HandFunctionMeta(type(Function)):  # type: ignore[misc]
+    """torch's own metaclass, under another name: ``torch.compile`` (Dynamo) then traces
+    :meth:`HandFunction.apply` like any classmethod, where it would otherwise take a class of
+    exactly torch's metaclass for a bare ``Function`` and refuse to trace one with a ``jvp``."""
+
+
+class HandFunction(Function, metaclass=_HandFunctionMeta):
+    """The base of every handprop Function.
+
+    A subclass writes the mathematics in torch's own form: ``forward(*inputs)``,
+    ``setup_context(ctx, inputs, output)``, ``backward(ctx, *grads)`` (reverse mode),
+    ``jvp(ctx, *tangents)`` (forward mode; what it needs is saved with ``ctx.save_for_forward``)
+    and ``vmap(info, in_dims, *inputs)`` or ``generate_vmap_rule = True`` (``torch.func.vmap``).
+    Backward and jvp must not write into a tensor that may be a ``vmap`` batch when another
+    operand is one (``jacrev`` batches ``g`` but not what was saved): write into new tensors.
+    Everything below is plumbing, so that the mathematics runs wherever a torch op runs, on
+    torch's public API only and with as little overhead per call as it allows:
+
+    * **Plain calls** run a generated old-style twin (``forward(ctx, …)`` calling
+      ``forward`` then ``setup_context``; same ``backward``). torch's ``Function.apply`` binds
+      the arguments to ``forward``'s signature on every call of a class with
+      ``setup_context`` (~10 µs, more than a small layer's arithmetic); an old-style class is
+      passed straight through.
+    * **torch.func transforms and forward-mode tangents**: torch refuses an old-style class
+      under a transform (before running it), and a class without ``jvp`` when an input
+      carries a tangent (after its forward: forward mode pays one extra forward per call).
+      :meth:`apply` then takes torch's full path with the Function itself, whose ``vmap`` and
+      ``jvp`` torch uses.
+    * **torch.compile** traces :meth:`apply` (see the metaclass) and so the twin, which has
+      no ``jvp`` for Dynamo to refuse; the graph holds the hand-written ``backward``.
+    * **Mixed precision**: under ``torch.autocast`` the Function runs as its autocast twin,
+      whose backward replays the forward's autocast state (what ``torch.amp.custom_bwd`` does
+      for old-style Functions), so a forward in bf16 and a backward after leaving the autocast
+      region still meet in one dtype. Outside autocast nothing extra runs.
+    * Arguments left out of ``apply`` take ``forward``'s defaults, as in torch.
     """
 
-    _autocast: type[HandFunction] | None = None
+    _autocast: type[HandFunction]
+    _plain: type[Function]
+    _defaults: tuple = ()
+    _n_inputs: int = 0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.__dict__.get("_is_autocast_twin") or "backward" not in cls.__dict__:
+        if "backward" not in cls.__dict__:
             return
-        setup_fn, backward_fn = cls.setup_context, cls.backward
-
-        def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
-            dev = inputs[0].device.type  # every handprop Function's first input is a tensor
-            ctx.autocast = (dev, torch.get_autocast_dtype(dev))
-            setup_fn(ctx, inputs, output)
-
-        def backward(ctx: Any, *grads: Any) -> Any:
-            dev, dtype = ctx.autocast
-            with torch.autocast(dev, dtype=dtype):
-                return backward_fn(ctx, *grads)
-
-        body = {
-            "setup_context": staticmethod(setup_context),
-            "backward": staticmethod(backward),
-            "_is_autocast_twin": True,
-        }
-        cls._autocast = type(cls)(cls.__name__, (cls,), body)
+        if not cls.__dict__.get("_is_autocast_twin"):
+            _BY_NAME[cls.__name__] = cls
+            params = inspect.signature(cls.forward).parameters.values()
+            cls._n_inputs = len(params)
+            cls._defaults = tuple(p.default for p in params if p.default is not p.empty)
+            cls._autocast = _autocast_twin(cls)
+        cls._plain = _old_style_twin(cls)
 
     @classmethod
     def apply(cls, *args: Any) -> Any:
-        fn = cls
-        if cls._autocast is not None and torch.is_autocast_enabled(args[0].device.type):
-            fn = cls._autocast
-        if torch._C._are_functorch_transforms_active():
-            return super(HandFunction, fn).apply(*args)  # noqa: UP008 — fn may be the twin
-        return super(Function, fn).apply(*args)
+        x = args[0]  # every handprop Function's first input is a tensor
+        on = torch.is_autocast_enabled("cpu" if x.is_cpu else x.device.type)  # _autocast_on(x)
+        fn = cls._autocast if on else cls
+        if len(args) < cls._n_inputs:
+            args += cls._defaults[len(args) - cls._n_inputs :]
+        try:
+            return fn._plain.apply(*args)
+        except RuntimeError:
+            pass  # a torch.func transform or a tangent; a real error is raised again below
+        return super(HandFunction, fn).apply(*args)  # noqa: UP008 — fn may be the twin
+
+
+def _old_style_twin(cls: type[HandFunction]) -> type[Function]:
+    """``cls`` as an old-style Function: one ``forward(ctx, *inputs)``, no ``setup_context``
+    (so torch does not bind arguments) and no ``jvp`` (so Dynamo traces it)."""
+    forward, setup_context = cls.forward, cls.setup_context
+
+    def forward_with_ctx(ctx: Any, *inputs: Any) -> Any:
+        output = forward(*inputs)
+        setup_context(ctx, inputs, output)
+        return output
+
+    body = {
+        "forward": staticmethod(forward_with_ctx),
+        "backward": staticmethod(cls.backward),
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+    }
+    return type(Function)(cls.__name__, (Function,), body)
+
+
+def _autocast_twin(cls: type[HandFunction]) -> type[HandFunction]:
+    """``cls`` recording the forward's autocast state and running its backward under it."""
+    setup_fn, backward_fn = cls.setup_context, cls.backward
+
+    def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
+        dev = inputs[0].device.type  # every handprop Function's first input is a tensor
+        ctx.autocast = (dev, torch.get_autocast_dtype(dev))
+        setup_fn(ctx, inputs, output)
+
+    def backward(ctx: Any, *grads: Any) -> Any:
+        dev, dtype = ctx.autocast
+        with torch.autocast(dev, dtype=dtype):
+            return backward_fn(ctx, *grads)
+
+    body = {
+        "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(backward),
+        "_is_autocast_twin": True,
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+    }
+    return type(cls)(cls.__name__, (cls,), body)
+
+
+def function_of(node: Any) -> type[HandFunction] | None:
+    """The handprop Function whose hand-written ``backward`` the autograd node ``node`` runs
+    (e.g. ``loss.grad_fn``), or None for any other node.
+
+    Examples::
+
+        >>> out = handprop.functional.relu(torch.randn(3, requires_grad=True))
+        >>> function_of(out.grad_fn)
+        <class 'handprop.functional.activations.ReLUFunction'>
+    """
+    if not isinstance(node, BackwardCFunction):
+        return None
+    # torch names a Function's node class after it; every twin keeps the Function's name
+    name = type(node).__name__.removesuffix("Backward")
+    return _BY_NAME.get(name)
+
+
+def _autocast_on(tensor: Tensor) -> bool:
+    """Whether autocast is on for ``tensor``'s device (``.is_cpu`` first: cheaper than
+    ``.device``, which builds a new object)."""
+    return torch.is_autocast_enabled("cpu" if tensor.is_cpu else tensor.device.type)
 
 
 def _check_reduction(reduction: str) -> None:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def _legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
+    """torch's deprecated ``size_average`` / ``reduce`` pair, mapped to ``reduction`` as torch
+    maps it, with torch's warning."""
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    ret = ("mean" if size_average else "sum") if reduce else "none"
+    warnings.warn(
+        f"size_average and reduce args will be deprecated, please use reduction='{ret}' instead.",
+        stacklevel=3,
+    )
+    return ret
 
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
@@ -83,13 +188,12 @@ def _count(loss_shape: torch.Size, reduction: str) -> int:
     return max(loss_shape.numel(), 1) if reduction == "mean" else 1
 
 
-def _fp32_under_autocast(*tensors: Tensor) -> tuple[Tensor, ...]:
+def _fp32_under_autocast(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
     """Exponentials, logs and sums of squares in float32 under autocast, as torch's autocast
     runs softmax and the losses (bf16 log-sum-exp is off by ~0.3 %)."""
-    dev = tensors[0].device.type
-    if not torch.is_autocast_enabled(dev):
+    if not _autocast_on(tensors[0]):
         return tensors
-    return tuple(t.float() if t.is_floating_point() else t for t in tensors)
+    return tuple(t.float() if t is not None and t.is_floating_point() else t for t in tensors)
 
 
 def _check_same_shape(input: Tensor, target: Tensor, name: str) -> None:

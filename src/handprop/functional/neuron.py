@@ -21,7 +21,16 @@ class LinearFunction(HandFunction):
     * ``∂C/∂x = δ W``      (N, in)   — the error sent back to the layer below
     * ``∂C/∂W = δᵀ x``     (out, in) — one row of weight gradients per neuron
     * ``∂C/∂b = Σₙ δₙ``    (out,)    — the bias sees the error of every sample
+
+    Forward mode, tangents ``ẋ, Ẇ, ḃ`` in: ``ż = ẋ Wᵀ + x Ẇᵀ + ḃ`` (the product rule; ``z`` is
+    linear in each argument, so the tangent is the same map applied twice).
+
+    Under ``torch.func.vmap`` torch generates the batched rule from these same methods
+    (``generate_vmap_rule``): a batch of inputs is more rows of ``x``, but a batch of weights
+    (an ensemble) is a batched matrix product that no single call of this Function computes.
     """
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -38,6 +47,7 @@ class LinearFunction(HandFunction):
             input if ctx.needs_input_grad[1] else None,
             weight if ctx.needs_input_grad[0] else None,
         )
+        ctx.save_for_forward(input, weight)
         ctx.has_bias = bias is not None
 
     @staticmethod
@@ -57,6 +67,14 @@ class LinearFunction(HandFunction):
         if ctx.has_bias and need_b:
             grad_bias = delta.sum(0)  # Σₙ δₙ
         return grad_input, grad_weight, grad_bias
+
+    @staticmethod
+    def jvp(ctx: Any, input_t: Tensor, weight_t: Tensor, bias_t: Tensor | None) -> Tensor:
+        """``ż = ẋ Wᵀ + x Ẇᵀ + ḃ``."""
+        input, weight = ctx.saved_tensors
+        return LinearFunction.forward(input_t, weight, None) + LinearFunction.forward(
+            input, weight_t, bias_t
+        )
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
