@@ -212,6 +212,65 @@ CATALOGUE = [
         ["model=gan", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"],
         ["model=gan", "one process"],
     ),
+    # the convolutional and the recurrent network
+    (
+        "cnn-on-separate-features",
+        TRAIN,
+        ["model=cnn", "data=property_prices"],
+        ["model=cnn", "images", "data=property_prices", "use model=mlp"],
+    ),
+    (
+        "rnn-on-separate-features",
+        TRAIN,
+        ["model=rnn", "data=iris"],
+        ["model=rnn", "sequences", "data=iris", "use model=mlp"],
+    ),
+    (
+        "cnn-channels-empty",
+        TRAIN,
+        ["model=cnn", "data=digits", "model.channels=[]"],
+        ["model.channels", "positive integers"],
+    ),
+    (
+        "cnn-kernel-sizes-one-short",
+        TRAIN,
+        ["model=cnn", "data=digits", "model.channels=[8,16]", "model.kernel_sizes=[3]"],
+        ["model.kernel_sizes", "one per entry", "model.channels"],
+    ),
+    ("cnn-pool-unknown", TRAIN, ["model=cnn", "model.pool=min"], ["model.pool", "max", "avg"]),
+    (
+        "cnn-pooled-to-nothing",
+        TRAIN,
+        ["model=cnn", "data=digits", "model.channels=[4,4,4,4]", "model.pool=max"],
+        ["model.pool", "8×8", "nothing"],
+    ),
+    ("cnn-dropout-one", TRAIN, ["model=cnn", "model.dropout=1"], ["model.dropout", "[0, 1)"]),
+    ("rnn-cell-unknown", TRAIN, ["model=rnn", "model.cell=gru"], ["model.cell", "rnn", "lstm"]),
+    (
+        "rnn-hidden-size-zero",
+        TRAIN,
+        ["model=rnn", "model.hidden_size=0"],
+        ["model.hidden_size", "positive integer"],
+    ),
+    (
+        "rnn-nonlinearity-unknown",
+        TRAIN,
+        ["model=rnn", "model.nonlinearity=sigmoid"],
+        ["model.nonlinearity", "tanh", "relu"],
+    ),
+    (
+        "cnn-by-recursion",
+        TRAIN,
+        ["model=cnn", "data=digits", "backprop=recursion"],
+        ["backprop=recursion", "model=cnn", "model=mlp", "backprop=auto"],
+    ),
+    ("sine-window-zero", TRAIN, ["data=sine", "data.window=0"], ["data.window", "positive"]),
+    (
+        "csv-window-does-not-divide",
+        TRAIN,
+        ["data=csv", "task=binary", "data.target=y", "data.path={csv:good}", "data.window=3"],
+        ["data.window=3", "2 feature columns"],
+    ),
     # the user's CSV
     ("csv-no-path", TRAIN, ["data=csv", "task=regression", "data.target=y"], ["data.path"]),
     (

@@ -627,6 +627,13 @@ def prepare(cfg: DictConfig, run_dir: Path) -> Run:
     dm = build_datamodule(cfg, task)
     p = plan(cfg, dm, task, cost)
     module = build_module(cfg, dm, p)
+    if cfg.backprop == "recursion" and not module.has_recursion():
+        written = ", ".join(f"model={n}" for n, c in NETWORKS.items() if hasattr(c, "backprop"))
+        raise ConfigError(
+            f"backprop=recursion is invalid for model={cfg.model.name}: its gradients come from "
+            f"autograd calling its Functions' hand-written backward (the δ recursion is written "
+            f"out for {written}); use backprop=auto"
+        )
     set_threads(cfg.num_threads, p.batch_size, module.net)
     trainer = build_trainer(cfg, run_dir, p)
     return Run(dm, module, trainer, p)

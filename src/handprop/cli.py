@@ -225,7 +225,11 @@ def _options_with(group: str, key: str) -> dict[str, str]:
 
     found = {}
     for option in options(group):
-        keys = _leaves(OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{option}.yaml")))
+        path = CONF_DIR / group / f"{option}.yaml"
+        node = OmegaConf.to_container(OmegaConf.load(path))
+        if path.read_text().startswith("# @package _global_"):  # model=cnn: model.… and more
+            node = node.get(group) or {}
+        keys = _leaves(node)
         match = [k for k in keys if k == key] or [k for k in keys if k.endswith("." + key)]
         if match:
             found[option] = f"{group}.{match[0]}"

@@ -140,7 +140,7 @@ def blobs(
     return Table(X, y.astype(np.int64), names, "label", "multiclass", classes)
 
 
-def sine(n_samples: int = 2000, window: int = 20, noise: float = 0.05, seed: int = 0) -> Table:
+def sine(n_samples: int = 5000, window: int = 20, noise: float = 0.05, seed: int = 0) -> Table:
     """Noisy sine waves, a sequence per row: ``window`` past values → the next value.
 
     Each row is its own wave ``x_t = sin(ω t + φ) + ε_t`` with a random angular frequency
@@ -404,7 +404,7 @@ def load_table(
             n_classes or 8,
         )
     if name == "sine":
-        return sine(n_samples or 2000, window or 20, 0.05 if noise is None else noise, seed)
+        return sine(n_samples or 5000, window or 20, 0.05 if noise is None else noise, seed)
     if name in _SKLEARN:
         return _sklearn(name)
     if name == "csv":

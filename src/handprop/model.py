@@ -21,7 +21,7 @@ from torch import Tensor
 from handprop.guards import Diverged
 from handprop.monitors import Monitors
 from handprop.networks import GAN, Autoencoder
-from handprop.nn import MLP, ConvNet, RecurrentNet
+from handprop.nn import MLP, ConvNet, Dropout, RecurrentNet
 from handprop.task import Task
 
 #: The networks a config can name, built from their keyword arguments (``network`` below).
@@ -93,6 +93,11 @@ class HandpropModule(L.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         kwargs = {k: v for k, v in network.items() if k != "name"}
         self.net = NETWORKS[network["name"]](**kwargs)
+        # Whether the network computes differently while training (dropout): validation switches
+        # it to eval mode then (checked once here: nothing to do per epoch for the others).
+        self.mode_dependent = any(
+            isinstance(m, (Dropout, torch.nn.Dropout)) for m in self.net.modules()
+        )
         self.task = Task(**task)
         self.columns = columns or {}
         self.optimizer_fn, self.scheduler_fn = optimizer, scheduler
@@ -119,7 +124,14 @@ class HandpropModule(L.LightningModule):
 
     @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor) -> dict[str, float]:
-        """Loss and metrics of one whole split (scaled tensors, as the data module gives)."""
+        """Loss and metrics of one whole split (scaled tensors, as the data module gives), the
+        network in eval mode (no dropout)."""
+        if self.mode_dependent and self.net.training:
+            self.net.eval()
+            try:
+                return self.task.metrics(self(x), y)
+            finally:
+                self.net.train()
         return self.task.metrics(self(x), y)
 
     # ---- one update -----------------------------------------------------------------------------
