@@ -369,6 +369,38 @@ def _claims(name: str, r: dict, cap: str) -> None:  # noqa: C901 — one branch 
         assert f"cover {int(test['modes_covered'])} with {100 * test['high_quality']:.0f} %" in cap
         near = all(abs(last[k] - math.log(2)) < 0.15 for k in ("d_loss", "g_loss"))
         assert ("both near log 2" in cap) == near
+    elif name == "cnn":
+        blocks = r["blocks"]
+        assert [b["channels"] for b in blocks] == [32, 64, 128]  # model=cnn as shipped
+        assert [b["size"] for b in blocks] == [[8, 8], [4, 4], [2, 2]]  # pooling halves them
+        assert "shrink 8×8 → 4×4 → 2×2 while the filters grow 32 → 64 → 128" in cap
+        assert len(r["filters"]) == 32 and all(len(f) == 3 and len(f[0]) == 3 for f in r["filters"])
+        assert f"test accuracy of {100 * r['test_accuracy']:.1f} %" in cap
+        assert r["test_accuracy"] > 0.9  # even after the quick run's few epochs
+        d = r["digit"]
+        assert ("right)" in cap) == (d["predicted"] == d["label"]) and 0.1 <= d["probability"] <= 1
+        for b in blocks:  # the maps shown are the most active ones, strongest first
+            means = [sum(map(sum, m)) for m in b["maps"]]
+            assert means == sorted(means, reverse=True) and len(means) == 8
+            assert 0 < b["active"] <= 1
+        assert "ReLUs leave " + ", ".join(f"{100 * b['active']:.0f} %" for b in blocks) in cap
+    elif name == "rnn":
+        mod = _module(name)
+        rnn, lstm = r["rnn"], r["lstm"]
+        for when in ("init", "trained"):
+            assert len(rnn[when]["h"]) == len(lstm[when]["h"]) == r["T"]
+            assert len(lstm[when]["c"]) == len(lstm[when]["forget"]) == r["T"] - 1
+        # the point of the demo: through 30 tanh steps the signal fades by orders of magnitude,
+        # along the cell state it arrives at about its own size
+        assert rnn["orders_h_init"] > 3 and abs(lstm["orders_c_init"]) < 1
+        assert f"is {mod._one(mod.ratio(rnn['init']['h']))} of the last step's" in cap
+        assert f"‖∂C/∂c_1‖ is {mod.ratio(lstm['init']['c']):.2g} and" in cap
+        assert 0.8 < sum(lstm["init"]["forget"]) / (r["T"] - 1) < 0.95  # σ(2) ≈ 0.88
+        outcome = {(True, False): "only the LSTM", (False, False): "neither"}
+        key = (mod.learned(r, "lstm"), mod.learned(r, "rnn"))
+        assert key in outcome and outcome[key] in cap  # the RNN never recalls it
+        assert rnn["accuracy"][-1] < 0.6
+        assert f"right on {100 * lstm['accuracy'][-1]:.0f} %" in cap
     elif name == "epochs":
         assert r["max_rel_diff_vs_trainer"] < 1e-4  # "the same curve"
         cost = r["cost"]

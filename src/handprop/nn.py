@@ -1285,12 +1285,15 @@ class ConvNet(nn.Module):
         return self.head(self.features(input.reshape(-1, *self.in_shape)))
 
     def feature_maps(self, input: Tensor) -> list[Tensor]:
-        """The output of every layer of the convolution blocks for the images ``input``
-        (what each filter responds to, and where)."""
+        """The output of each convolution block (after its activation and its pooling) for
+        the images ``input``: (N, channels[k], h_k, w_k) per block, what each filter responds
+        to, and where."""
         maps, x = [], input.reshape(-1, *self.in_shape)
-        for layer in self.features[:-1]:
+        layers = list(self.features[:-1])  # without the Flatten
+        for k, layer in enumerate(layers):
             x = layer(x)
-            maps.append(x)
+            if k + 1 == len(layers) or isinstance(layers[k + 1], Conv2d):  # a block ends
+                maps.append(x)
         return maps
 
     def describe(self) -> str:

@@ -87,6 +87,14 @@ DEMOS: dict[str, tuple[str, str]] = {
         "gan",
         "a GAN on the ring of 8 Gaussians: samples as training goes, both networks' costs",
     ),
+    "cnn": (
+        "cnn",
+        "a convolutional network on the digits: its learned filters, one digit's feature maps",
+    ),
+    "rnn": (
+        "rnn",
+        "tanh RNN vs LSTM: the gradient flowing back through 30 time steps, what each remembers",
+    ),
 }
 
 DEFAULT_OUT = Path("outputs") / "demos"
