@@ -170,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     names = list(DEMOS) if args.name == "all" else [args.name]
     base = args.out if args.out is not None else DEFAULT_OUT
     failed = []
-    for name in names:
+    for i, name in enumerate(names, 1):
         out = base / name if (args.name == "all" or args.out is None) else args.out
+        # Announced before it runs: the training demos take tens of seconds.
+        print(f"[{i}/{len(names)}] {name}: {DEMOS[name][1]} …", flush=True)
         t0 = time.perf_counter()
         try:
             run(name, out, quick=args.quick, layers=args.layers)
