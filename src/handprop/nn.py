@@ -305,6 +305,9 @@ class CrossEntropyLoss(_WeightedLoss):
         )
         fn, cdim = F.CrossEntropyFunction, 0 if input.dim() == 1 else 1
         n = _count(input.shape[:cdim] + input.shape[cdim + 1 :], self.reduction)
+        if not target.is_floating_point():  # class indices: C and δ from one log-softmax
+            C, delta = fn.value_and_derivative(input, target, self.reduction)
+            return C, delta.div_(n)
         return fn.forward(input, target, self.reduction), fn.derivative(input, target).div_(n)
 
 
