@@ -224,7 +224,8 @@ class Task(nn.Module):
                 "auroc": float(binary_auroc(p, labels, validate_args=False)),
             }
         else:
-            p, k = self.prediction(z), self.num_classes
+            # The class of the largest logit: softmax keeps the order, so no probabilities.
+            p, k = z.argmax(-1), self.num_classes
             out |= {
                 "accuracy": float(
                     multiclass_accuracy(p, y, k, average="micro", validate_args=False)
