@@ -91,3 +91,11 @@ def test_cross_entropy_value_and_derivative_is_forward_and_derivative(shape, red
     C, delta = fn.value_and_derivative(z.clone(), y, reduction)
     torch.testing.assert_close(C, fn.forward(z, y, reduction), atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(delta, fn.derivative(z, y), atol=1e-12, rtol=1e-12)
+
+
+def test_backprop_refuses_a_target_of_another_shape():
+    """(N,) against the network's (N, 1) would broadcast to (N, N): a wrong δ, silently."""
+    net = hnn.MLP(3, [4], 1)
+    for cost in (hnn.MSELoss(), hnn.QuadraticCost(), hnn.BCEWithLogitsLoss()):
+        with pytest.raises(ValueError, match="must be the same as input size"):
+            net.backprop(torch.randn(8, 3), torch.rand(8), cost)

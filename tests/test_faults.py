@@ -419,5 +419,7 @@ def test_what_counts_as_an_earlier_run_and_what_overwrite_removes(tmp_path: Path
     (run / "metrics.json").write_text("{}")
     assert previous_run(run).startswith("a finished run")
     (run / "notes.txt").write_text("mine")
+    (run / "lr_find.json").write_text("{}")  # a learning-rate range test's, too
+    (run / "lr_find.png").touch()
     clear_run(run)
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]

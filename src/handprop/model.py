@@ -99,6 +99,7 @@ class HandpropModule(L.LightningModule):
         # one flat tensor (see contiguous); empty otherwise.
         self.gradient_views: list[tuple[Tensor, Tensor]] = []
         self.updates = 0  # optimiser updates so far
+        self.epochs_done = 0  # epochs finished so far (Lightning's epoch is an index mid-run)
         self.last_losses: list[float] = []  # the last chunk's per-update losses
         self.last_finite: float | None = None  # the last update's loss, for a divergence report
         self.epoch_metrics: dict[str, float] = {}  # the last epoch's train/val values
@@ -221,6 +222,7 @@ class HandpropModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         """The epoch's mean training loss, validation, then the epoch-interval schedule."""
+        self.epochs_done += 1
         epoch_loss = self._epoch_sum / max(self._epoch_rows, 1)
         if self.trainer.world_size > 1:  # over every rank's rows, not rank 0's alone
             t = torch.tensor(epoch_loss, device=self.device)
@@ -252,9 +254,11 @@ class HandpropModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["global_step"] = self.updates  # Lightning's own count is of chunks
+        checkpoint["epochs_done"] = self.epochs_done
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.updates = int(checkpoint["global_step"])
+        self.epochs_done = int(checkpoint.get("epochs_done", checkpoint.get("epoch", 0)))
 
     # ---- optimisation ----------------------------------------------------------------------------
     def make_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:

@@ -14,7 +14,12 @@ import torch
 from torch import Tensor, nn
 
 from handprop import functional as F
-from handprop.functional.base import _check_reduction, _count, _legacy_reduction
+from handprop.functional.base import (
+    _check_reduction,
+    _check_same_shape,
+    _count,
+    _legacy_reduction,
+)
 
 __all__ = [
     "Linear",
@@ -218,6 +223,7 @@ class MSELoss(_Loss):
     def value_and_delta(self, input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """``C`` and ``∂C/∂ŷ = 2 (ŷ − y) / n`` without autograd: where :meth:`MLP.backprop`
         starts the δ recursion."""
+        _check_same_shape(input, target, "mse_loss")  # (N,) against (N, 1) would broadcast
         fn, n = F.SquaredErrorFunction, _count(input.shape, self.reduction)
         return fn.forward(input, target, self.reduction, 1.0), fn.derivative(input, target, 1.0, n)
 
@@ -234,6 +240,7 @@ class QuadraticCost(_Loss):
     def value_and_delta(self, input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """``C`` and ``∂C/∂ŷ = (ŷ − y) / n`` without autograd: where :meth:`MLP.backprop`
         starts the δ recursion."""
+        _check_same_shape(input, target, "quadratic_cost")
         fn, n = F.SquaredErrorFunction, _count(input.shape, self.reduction)
         return fn.forward(input, target, self.reduction, 0.5), fn.derivative(input, target, 0.5, n)
 
@@ -264,6 +271,7 @@ class BCEWithLogitsLoss(_Loss):
         """``C`` and ``∂C/∂z = (σ(z) − y) / n`` without autograd: where :meth:`MLP.backprop`
         starts the δ recursion."""
         _plain_only(self, weight=self.weight is not None, pos_weight=self.pos_weight is not None)
+        _check_same_shape(input, target, "binary_cross_entropy_with_logits")
         fn, n = F.BCEWithLogitsFunction, _count(input.shape, self.reduction)
         return fn.forward(input, target, self.reduction), fn.derivative(input, target).div_(n)
 
@@ -295,8 +303,9 @@ class CrossEntropyLoss(_WeightedLoss):
         )
 
     def value_and_delta(self, input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        """``C`` and ``∂C/∂z = (softmax(z) − p) / N`` without autograd: where
-        :meth:`MLP.backprop` starts the δ recursion."""
+        """``C`` and ``∂C/∂z = (softmax(z) − q) / N`` without autograd: where
+        :meth:`MLP.backprop` starts the δ recursion. Class indices must lie in ``[0, C)``: the
+        recursion drops no ``ignore_index`` sample (``loss.backward()`` does)."""
         _plain_only(
             self,
             weight=self.weight is not None,

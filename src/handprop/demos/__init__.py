@@ -167,6 +167,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.layers is not None:  # a bad option: one line before any demo runs
+        from handprop.demos.brute_force import parse_layers
+
+        try:
+            parse_layers(args.layers)
+        except ValueError as e:
+            print(f"error: brute-force: {e}", file=sys.stderr)
+            return 2
     names = list(DEMOS) if args.name == "all" else [args.name]
     base = args.out if args.out is not None else DEFAULT_OUT
     failed = []
@@ -177,9 +185,6 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             run(name, out, quick=args.quick, layers=args.layers)
-        except ValueError as e:  # a bad option value: one line
-            print(f"error: {name}: {e}", file=sys.stderr)
-            return 2
         except Exception as e:  # noqa: BLE001 — with 'all', one failure must not stop the rest
             if len(names) == 1:
                 raise
