@@ -536,6 +536,16 @@ def test_mlp_to_torch_keeps_its_parameter_names():
     _close(seq(x), expected)
 
 
+def test_mlp_backprop_after_to_torch_says_to_convert_back():
+    mlp = hnn.MLP(IN, [HID], OUT).to(F64)
+    x, y = torch.randn(N, IN, generator=_gen(1), dtype=F64), _targets("mse")
+    hnn.to_torch(mlp)
+    with pytest.raises(ValueError, match=r"^MLP.backprop needs handprop layers .*to_handprop\)$"):
+        mlp.backprop(x, y, hnn.MSELoss())
+    hnn.to_handprop(mlp)
+    mlp.backprop(x, y, hnn.MSELoss())
+
+
 def _seq(batch_first: bool = False) -> torch.Tensor:
     shape = (N, 6, 3) if batch_first else (6, N, 3)
     return torch.randn(*shape, generator=_gen(2), dtype=F64)

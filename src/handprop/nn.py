@@ -451,6 +451,17 @@ class MLP(nn.Module):
         """The Linear layers, input side first."""
         return [m for m in self.layers if isinstance(m, Linear)]
 
+    def _recursion_linears(self) -> list[Linear]:
+        """:attr:`linears` for the δ recursion: one per layer, or one clear error when they are
+        torch.nn's (after :func:`to_torch`), which :attr:`linears` does not list."""
+        linears = self.linears
+        if len(linears) != len(self.hidden_features) + 1:
+            raise ValueError(
+                "MLP.backprop needs handprop layers (its layers are torch.nn's: convert with "
+                "to_handprop)"
+            )
+        return linears
+
     def forward(self, input: Tensor) -> Tensor:
         return self.layers(input)
 
@@ -513,7 +524,7 @@ class MLP(nn.Module):
         needs: ``[a₀ = x, z₁, a₁, …, z_{L−1}, a_{L−1}, z_L]`` (``a_l = σ(z_l)``; the output
         ``z_L`` is last)."""
         sigma = ACTIVATION_RULES[self.activation][0]
-        linears = self.linears
+        linears = self._recursion_linears()
         kept = [input]
         for layer in linears[:-1]:
             kept.append(F.LinearFunction.forward(kept[-1], layer.weight, layer.bias))
@@ -546,7 +557,7 @@ class MLP(nn.Module):
             ``∂C/∂x`` (N, in_features) when ``input_delta``, else None.
         """
         sigma_prime = ACTIVATION_RULES[self.activation][1]
-        linears = self.linears
+        linears = self._recursion_linears()
         for l in range(len(linears) - 1, -1, -1):
             layer = linears[l]
             if record is not None:
