@@ -639,11 +639,9 @@ def test_every_twin_converts_a_natively_built_layer(torch_class, side, mode):
     assert type(twin) is target and twin.training is layer.training
     assert repr(twin).startswith(f"{torch_class.__name__}(")
     assert list(twin.state_dict()) == list(layer.state_dict())
-    assert dict(twin.named_parameters()).keys() == params.keys()
-    assert all(p is params[k] for k, p in twin.named_parameters())
-    assert all(b is buffers[k] for k, b in twin.named_buffers()) and len(buffers) == len(
-        dict(twin.named_buffers())
-    )
+    for have, had in ((twin.named_parameters(), params), (twin.named_buffers(), buffers)):
+        have = dict(have)
+        assert have.keys() == had.keys() and all(have[k] is had[k] for k in had)
 
     results = []
     for module in (layer, twin):
