@@ -212,6 +212,7 @@ CATALOGUE = [
         ["model=gan", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"],
         ["model=gan", "one process"],
     ),
+    ("gan-with-monitors", TRAIN, ["model=gan", "monitors=on"], ["monitors=on", "model=gan"]),
     # the user's CSV
     ("csv-no-path", TRAIN, ["data=csv", "task=regression", "data.target=y"], ["data.path"]),
     (
