@@ -75,3 +75,27 @@ def test_backprop_overwrites_gradients_and_keeps_float32():
     for p, g in zip(net.parameters(), first, strict=True):
         assert p.grad.dtype == torch.float32
         torch.testing.assert_close(p.grad, g)
+
+
+@pytest.mark.parametrize("shape", [(5,), (6, 5), (4, 5, 3)], ids=["one-sample", "N-C", "N-C-d"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_value_and_derivative_is_forward_and_derivative(shape, reduction):
+    """The δ recursion's start for class indices (one log-softmax for C and δ) gives what the
+    Function's own forward and derivative give."""
+    from handprop.functional import CrossEntropyFunction as fn
+
+    torch.manual_seed(0)
+    z = torch.randn(shape, dtype=F64) * 30  # large logits: the stable path matters
+    target_shape = shape[:1] + shape[2:] if len(shape) > 1 else ()
+    y = torch.randint(0, 5, target_shape)
+    C, delta = fn.value_and_derivative(z.clone(), y, reduction)
+    torch.testing.assert_close(C, fn.forward(z, y, reduction), atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(delta, fn.derivative(z, y), atol=1e-12, rtol=1e-12)
+
+
+def test_backprop_refuses_a_target_of_another_shape():
+    """(N,) against the network's (N, 1) would broadcast to (N, N): a wrong δ, silently."""
+    net = hnn.MLP(3, [4], 1)
+    for cost in (hnn.MSELoss(), hnn.QuadraticCost(), hnn.BCEWithLogitsLoss()):
+        with pytest.raises(ValueError, match="must be the same as input size"):
+            net.backprop(torch.randn(8, 3), torch.rand(8), cost)

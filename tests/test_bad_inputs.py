@@ -212,6 +212,7 @@ CATALOGUE = [
         ["model=gan", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"],
         ["model=gan", "one process"],
     ),
+    ("gan-with-monitors", TRAIN, ["model=gan", "monitors=on"], ["monitors=on", "model=gan"]),
     # the convolutional and the recurrent network
     (
         "cnn-on-separate-features",

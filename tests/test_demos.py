@@ -83,8 +83,12 @@ def test_list_is_light_and_the_module_runs() -> None:
     assert "brute-force" in out and "torch loaded: False" in out
 
 
-def test_one_demo_through_the_command_line(tmp_path: Path) -> None:
+def test_one_demo_through_the_command_line(tmp_path: Path, capsys) -> None:
     assert main(["neuron", "--quick", "--out", str(tmp_path)]) == 0
+    # Progress: each demo is announced before it runs, then its time and output folder.
+    printed = capsys.readouterr().out
+    assert printed.startswith("[1/1] neuron: ")
+    assert f"output in {tmp_path}]" in printed
     assert {p.name for p in tmp_path.iterdir()} == {
         "activations.png",
         "table.md",

@@ -18,6 +18,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
 from torch.func import functional_call, grad, hessian, jacfwd, jacrev, vmap
+from torch.nn.utils import prune
 
 import handprop.functional as F
 import handprop.nn as hnn
@@ -533,6 +534,160 @@ def test_mlp_to_torch_keeps_its_parameter_names():
     seq = nn.Sequential(nn.Linear(IN, HID), nn.ReLU(), nn.Linear(HID, OUT)).to(F64)
     seq.load_state_dict(mlp.layers.state_dict())  # the Sequential's own keys: no prefix
     _close(seq(x), expected)
+
+
+def test_mlp_backprop_after_to_torch_says_to_convert_back():
+    mlp = hnn.MLP(IN, [HID], OUT).to(F64)
+    x, y = torch.randn(N, IN, generator=_gen(1), dtype=F64), _targets("mse")
+    hnn.to_torch(mlp)
+    with pytest.raises(ValueError, match=r"^MLP.backprop needs handprop layers .*to_handprop\)$"):
+        mlp.backprop(x, y, hnn.MSELoss())
+    hnn.to_handprop(mlp)
+    mlp.backprop(x, y, hnn.MSELoss())
+
+
+def _seq(batch_first: bool = False) -> torch.Tensor:
+    shape = (N, 6, 3) if batch_first else (6, N, 3)
+    return torch.randn(*shape, generator=_gen(2), dtype=F64)
+
+
+def _images() -> torch.Tensor:
+    return torch.randn(N, 2, 5, 5, generator=_gen(1), dtype=F64)
+
+
+def _logits() -> torch.Tensor:
+    return torch.randn(N, OUT, generator=_gen(1), dtype=F64)
+
+
+#: every pair in TWINS → (constructor arguments, keyword arguments, the inputs of a call), with
+#: settings off their defaults where the layer has any
+NATIVE = {
+    nn.Linear: ((IN, OUT), {}, lambda: (torch.randn(N, IN, generator=_gen(1), dtype=F64),)),
+    nn.Sigmoid: ((), {}, lambda: (_logits(),)),
+    nn.Tanh: ((), {}, lambda: (_logits(),)),
+    nn.ReLU: ((), {}, lambda: (_logits(),)),
+    nn.LeakyReLU: ((0.2,), {}, lambda: (_logits(),)),
+    nn.Softmax: ((), {"dim": 1}, lambda: (_logits(),)),
+    nn.LogSoftmax: ((), {"dim": 0}, lambda: (_logits(),)),
+    nn.MSELoss: ((), {"reduction": "sum"}, lambda: (_logits(), _targets("mse"))),
+    nn.BCEWithLogitsLoss: (
+        (),
+        {"weight": _weights(OUT), "pos_weight": _weights(OUT, 12)},
+        lambda: (_logits(), _targets("bce")),
+    ),
+    nn.CrossEntropyLoss: (
+        (),
+        {"weight": _weights(OUT), "label_smoothing": 0.1},
+        lambda: (_logits(), _targets("ce")),
+    ),
+    nn.NLLLoss: (
+        (),
+        {"weight": _weights(OUT), "ignore_index": 1, "reduction": "sum"},
+        lambda: (_logits().log_softmax(1), _targets("nll")),
+    ),
+    nn.Conv2d: (
+        (2, 4, 3),
+        {"stride": 2, "padding": 1, "groups": 2, "bias": False},
+        lambda: (_images(),),
+    ),
+    nn.MaxPool2d: ((3,), {"stride": 2, "padding": 1}, lambda: (_images(),)),
+    nn.AvgPool2d: ((2,), {"padding": 1, "count_include_pad": False}, lambda: (_images(),)),
+    nn.Flatten: ((), {"start_dim": 0, "end_dim": 1}, lambda: (_images(),)),
+    nn.Dropout: ((0.5,), {}, lambda: (_logits(),)),
+    nn.RNN: (
+        (3, 4),
+        {"num_layers": 2, "nonlinearity": "relu", "batch_first": True},
+        lambda: (_seq(batch_first=True),),
+    ),
+    nn.LSTM: ((3, 4), {"bidirectional": True, "bias": False}, lambda: (_seq(),)),
+}
+
+
+def _first(out):
+    while isinstance(out, tuple):  # an RNN's (output, h_n), an LSTM's (output, (h_n, c_n))
+        out = out[0]
+    return out
+
+
+def test_native_covers_every_twin():
+    assert NATIVE.keys() == hnn.TWINS.keys()
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("side", ["torch.nn", "handprop"])
+@pytest.mark.parametrize("torch_class", list(NATIVE), ids=lambda c: c.__name__)
+def test_every_twin_converts_a_natively_built_layer(torch_class, side, mode):
+    """A layer built by its own class's constructor, not converted from its twin: the twin has
+    its settings, the same Parameter and buffer objects (an optimizer built before steps it),
+    state dict keys, train/eval mode, outputs and gradients; converting draws no random
+    numbers."""
+    args, kwargs, inputs = NATIVE[torch_class]
+    handprop_class = hnn.TWINS[torch_class]
+    source, target, convert = (
+        (torch_class, handprop_class, hnn.to_handprop)
+        if side == "torch.nn"
+        else (handprop_class, torch_class, hnn.to_torch)
+    )
+    torch.manual_seed(0)
+    layer = source(*args, **kwargs).to(F64).train(mode == "train")
+    params, buffers = dict(layer.named_parameters()), dict(layer.named_buffers())
+    optimizer = torch.optim.SGD(params.values(), lr=0.5) if params else None
+
+    rng = torch.get_rng_state()
+    twin = convert(layer)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert type(twin) is target and twin.training is layer.training
+    assert repr(twin).startswith(f"{torch_class.__name__}(")
+    assert list(twin.state_dict()) == list(layer.state_dict())
+    for have, had in ((twin.named_parameters(), params), (twin.named_buffers(), buffers)):
+        have = dict(have)
+        assert have.keys() == had.keys() and all(have[k] is had[k] for k in had)
+
+    results = []
+    for module in (layer, twin):
+        xs = [x.requires_grad_() if x.is_floating_point() else x for x in inputs()]
+        torch.manual_seed(1)  # the same dropout draws for both
+        out = _first(module(*xs))
+        wrt = [x for x in xs if x.requires_grad] + list(params.values())
+        results.append((out, torch.autograd.grad(out.square().sum(), wrt)))
+    _close(results[1], results[0])
+
+    if optimizer is not None:  # steps the twin's weights: they are the same objects
+        before = {k: p.detach().clone() for k, p in twin.named_parameters()}
+        for p, g in zip(params.values(), results[1][1][-len(params) :], strict=True):
+            p.grad = g
+        optimizer.step()
+        _close(
+            {k: p.detach() for k, p in twin.named_parameters()},
+            {k: before[k] - 0.5 * p.grad for k, p in twin.named_parameters()},
+        )
+
+
+def test_conversion_keeps_parameter_and_container_hooks():
+    """Hooks on the Parameters and on the containers stay; those on a swapped layer itself do
+    not (torch has no public API to read them), as the docstring says."""
+    net = nn.Sequential(nn.Linear(IN, OUT)).to(F64)
+    log = []
+    net.register_forward_hook(lambda m, args, out: log.append("container"))
+    net[0].weight.register_hook(lambda g: log.append("weight"))
+    net[0].register_forward_hook(lambda m, args, out: log.append("layer"))
+    hnn.to_handprop(net)
+    net(torch.randn(N, IN, generator=_gen(1), dtype=F64)).sum().backward()
+    assert log == ["container", "weight"]
+
+
+def test_layers_the_twins_cannot_take_over_are_errors():
+    pruned = nn.Linear(IN, OUT)
+    prune.l1_unstructured(pruned, "weight", amount=0.5)
+    with pytest.raises(ValueError, match=r"to_handprop: cannot swap the Linear at '0': .*pruning"):
+        hnn.to_handprop(nn.Sequential(pruned))
+    reflect = nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect")
+    with pytest.raises(ValueError, match=r"Conv2d at the top: .*padding_mode='zeros' only"):
+        hnn.to_handprop(reflect)
+    with pytest.raises(ValueError, match=r"LSTM at 'rnn.1': .*proj_size=0 only"):
+        hnn.to_handprop(
+            nn.ModuleDict({"rnn": nn.ModuleList([nn.RNN(3, 4), nn.LSTM(4, 4, proj_size=2)])})
+        )
 
 
 @pytest.mark.parametrize(

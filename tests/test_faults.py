@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -173,6 +173,25 @@ def test_a_sweep_job_that_fills_the_disk_fails_alone(
         assert FULL in jobs[0]["error"] and "checkpoints/best.ckpt" in jobs[0]["error"]
         assert "model.hidden=[512,512]" in jobs[0]["overrides"]
         assert (sweep / jobs[1]["dir"] / "metrics.json").is_file()
+
+
+def test_a_sweep_on_a_full_disk_and_a_bad_sweep_override_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """What fails in Hydra's own code, outside any job: the sweeper's multirun.yaml on a disk
+    with no room left, and an override that names no setting."""
+    with small_disk(tmp_path / "disk", 16) as disk:
+        with suppress(OSError):  # fill it to the last block
+            (disk / "filler").write_bytes(b"x" * 16 * 1024)
+        sweep = disk / "sweep"
+        code = run_main(handprop.train.main, ["-m", *TINY, f"hydra.sweep.dir={sweep}"])
+        assert code == 1
+        line = one_error_line(capsys.readouterr().err)
+        assert line in (f"error: {FULL} into {sweep}", f"error: {FULL} {sweep / 'multirun.yaml'}")
+    code = run_main(handprop.train.main, ["-m", "no_such_key=1,2", f"hydra.sweep.dir={tmp_path}"])
+    assert code == 1
+    assert "no_such_key" in one_error_line(capsys.readouterr().err)
+    assert "HYDRA_FULL_ERROR" not in os.environ  # the user's setting is back
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,5 +419,7 @@ def test_what_counts_as_an_earlier_run_and_what_overwrite_removes(tmp_path: Path
     (run / "metrics.json").write_text("{}")
     assert previous_run(run).startswith("a finished run")
     (run / "notes.txt").write_text("mine")
+    (run / "lr_find.json").write_text("{}")  # a learning-rate range test's, too
+    (run / "lr_find.png").touch()
     clear_run(run)
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]

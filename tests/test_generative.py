@@ -312,6 +312,18 @@ def test_reconstruction_of_a_csv_without_a_target(tmp_path: Path) -> None:
     assert {"test/mse", "test/pca_mse"} <= set(m)
 
 
+def test_gan_of_one_feature_draws_its_samples(tmp_path: Path) -> None:
+    """A one-column CSV: the samples picture is a histogram (no second axis to scatter)."""
+    path = tmp_path / "heights.csv"
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows(
+            [["height"], *([f"{170 + 10 * math.sin(i):.2f}"] for i in range(300))]
+        )
+    m = run(tmp_path / "run", "model=gan", "data=csv", f"data.path={path}", "trainer.max_epochs=1")
+    assert "test/energy_distance" in m
+    assert list((tmp_path / "run" / "tb").rglob("events.out.tfevents.*"))
+
+
 # --------------------------------------------------------------------------------------------
 # Resume and determinism
 # --------------------------------------------------------------------------------------------

@@ -60,16 +60,27 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict
 # --------------------------------------------------------------------------------------------
 # The networks and the data they read
 # --------------------------------------------------------------------------------------------
+def fitted(*overrides: str) -> HandpropModule:
+    """The module of ``handprop-train OVERRIDES`` after two updates (no files kept)."""
+    with tempfile.TemporaryDirectory() as d:
+        cfg = cfg_of(*overrides, "trainer.max_steps=2", "logger=none", "callbacks=none")
+        r = prepare(cfg, Path(d))
+        r.trainer.fit(r.module, datamodule=r.datamodule)
+    return r.module
+
+
 def test_digits_are_images_for_the_cnn_and_rows_as_time_steps_for_the_rnn() -> None:
-    with tempfile.TemporaryDirectory() as d:
-        cnn = prepare(cfg_of(*CNN, "logger=none"), Path(d)).module
-    with tempfile.TemporaryDirectory() as d:
-        rnn = prepare(cfg_of(*LSTM, "logger=none"), Path(d)).module
+    cnn, rnn = fitted(*CNN), fitted(*LSTM)
     assert isinstance(cnn.net, ConvNet) and cnn.net.in_shape == (1, 8, 8)
     assert isinstance(rnn.net, RecurrentNet) and rnn.net.in_shape == (8, 8)
     assert rnn.net.cell == "lstm"
-    # no δ recursion written out: autograd calls the Functions' backward
-    assert not cnn.has_recursion() and not rnn.has_recursion()
+    # no δ recursion written out: autograd calls the Functions' backward, and the optimizer
+    # steps the network's own parameters (not the recursion's one flat tensor)
+    for module in (cnn, rnn):
+        assert not module.has_recursion() and not module.by_recursion
+        assert module.gradient_views == []
+        stepped = module.optimizers().optimizer.param_groups[0]["params"]
+        assert [id(p) for p in stepped] == [id(p) for p in module.net.parameters()]
     # one shift and scale for every pixel: a filter sees the same brightness everywhere
     assert len(set(cnn.task.x_shift.tolist())) == 1 and len(set(cnn.task.x_scale.tolist())) == 1
     # pixel rows of the image are the time steps: row r is step r

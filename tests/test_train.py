@@ -944,3 +944,26 @@ def test_resume_past_max_epochs_is_one_line(tmp_path):
     run_train(tmp_path / "run", *FAST)
     with pytest.raises(ConfigError, match=r"has trained 2 epochs.*trainer.max_epochs=2 or more"):
         run_train(tmp_path / "run", *FAST, "trainer.max_epochs=1", "ckpt_path=last")
+
+
+def test_a_checkpoint_counts_the_epochs_it_has_trained(tmp_path, monkeypatch):
+    """Written at an epoch's end, Lightning's "epoch" is that epoch's index; the module's own
+    count (what the resume check reports) is the number finished, mid-run and at the end."""
+    import shutil
+
+    from handprop.guards import Checkpoints
+
+    counts = []
+    save = Checkpoints.save
+
+    def save_and_read(self, trainer, module):  # noqa: ANN001, ANN202
+        save(self, trainer, module)
+        kept = tmp_path / f"copy{len(counts)}.ckpt"
+        shutil.copy(self.last_path, kept)
+        counts.append(torch.load(kept, weights_only=True)["epochs_done"])
+
+    monkeypatch.setattr(Checkpoints, "save", save_and_read)
+    run_train(
+        tmp_path / "run", *FAST, "trainer.max_epochs=3", "callbacks.checkpoint.every_seconds=0"
+    )
+    assert counts == [1, 2, 3, 3]  # after each epoch, then at the end

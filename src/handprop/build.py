@@ -176,7 +176,7 @@ def check(cfg: DictConfig) -> None:
 class Plan:
     """What a run derives from its config and data, decided in one place and passed down."""
 
-    task: str  # regression | binary | multiclass
+    task: str  # regression | binary | multiclass | reconstruction | generation
     cost: str | None  # a key of task.COSTS; None = the task's default
     batch_size: int  # rows per update on each process (gd.batch_size, else the whole split)
     global_batch: int  # rows per update over all processes: the linear scaling rule's B
@@ -623,6 +623,11 @@ def prepare(cfg: DictConfig, run_dir: Path) -> Run:
         raise ConfigError(
             f"trainer.strategy={cfg.trainer.strategy} is not supported by model=gan: its two "
             "networks' alternating updates run in one process; use trainer=default"
+        )
+    if task == "generation" and cfg.monitors.enabled:
+        raise ConfigError(
+            "monitors=on is not supported by model=gan: its monitors follow one network's δ "
+            "recursion; use monitors=off"
         )
     dm = build_datamodule(cfg, task)
     p = plan(cfg, dm, task, cost)

@@ -136,8 +136,13 @@ def check_group_overrides(argv: Iterable[str]) -> None:
                 )
 
 
+#: The user's HYDRA_FULL_ERROR while a sweep runs with Hydra's own set (see run_cli); sweep
+#: jobs in other processes (the parallel launcher) inherit it.
+FULL_ERROR_ENV = "HANDPROP_FULL_ERROR"
+
+
 def verbose_errors(cfg: Any = None) -> bool:
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+    if os.environ.get(FULL_ERROR_ENV, os.environ.get("HYDRA_FULL_ERROR")) == "1":
         return True
     return bool(cfg is not None and cfg.get("verbose", False))
 
@@ -333,7 +338,51 @@ def run_cli(hydra_main: Callable[[], Any], config_name: str) -> None:
         report(e)
         raise SystemExit(2) from None
     threading.excepthook = _quiet_writer_threads
-    hydra_main()
+    if "-m" in argv or "--multirun" in argv:
+        run_sweep(hydra_main)
+    else:
+        hydra_main()
+
+
+def run_sweep(hydra_main: Callable[[], Any]) -> None:
+    """A sweep, with what fails in Hydra's own code reported in one line too.
+
+    A job's failure is the job's (one line, the sweep goes on: see ``handprop.train``); what
+    fails outside any job (the sweeper's ``multirun.yaml`` on a full disk, a bad override)
+    Hydra would print as a traceback or a few lines. With ``HYDRA_FULL_ERROR=1`` it raises
+    instead, and the error is reported here: a refused write as one line naming the path,
+    Hydra's own message joined into one line, anything else with its traceback.
+    """
+    from hydra.errors import CompactHydraException
+
+    user = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ[FULL_ERROR_ENV] = "1" if user == "1" else "0"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        hydra_main()
+    except Exception as e:  # noqa: BLE001 — every failure becomes one line (trace on request)
+        if user == "1":
+            raise
+        found = os_error(e)
+        if found is not None and found.errno in WRITE_ERRNOS:
+            # (an error at write time carries no file name: the sweep's folder is named)
+            where = next(
+                (a.split("=", 1)[1] for a in sys.argv if a.startswith("hydra.sweep.dir=")),
+                "the sweep's folder (hydra.sweep.dir)",
+            )
+            report(write_failed(found, found.filename or f"into {where}"))
+        elif isinstance(e, CompactHydraException):
+            cause = f" ({' '.join(str(e.__cause__).split())})" if e.__cause__ else ""
+            report(UserError(" ".join(str(e).split()) + cause))
+        else:
+            report(e, verbose=True)
+        raise SystemExit(1) from None
+    finally:
+        if user is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = user
+        os.environ.pop(FULL_ERROR_ENV, None)
 
 
 def _quiet_writer_threads(args: Any) -> None:

@@ -197,6 +197,8 @@ def histogram(a: np.ndarray) -> HistogramProto | None:
     Rice's rule ``⌈2·n^⅓⌉`` up to :data:`HISTOGRAM_BINS` (None when a value is not finite).
     Few bins for few values also keeps the event small: the TensorBoard writer checksums
     every byte in Python, in a thread that competes with training for the interpreter."""
+    if a.size == 0:  # e.g. the δ of a batch of no rows
+        return None
     bins = min(HISTOGRAM_BINS, math.ceil(2 * a.size ** (1 / 3)))
     lo, hi = float(a.min()), float(a.max())
     if not math.isfinite(lo + hi):

@@ -150,9 +150,13 @@ class GAN(nn.Module):
         return self.discriminator(samples)
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` noise vectors ``z ~ N(0, I)`` (n, noise_size) on the networks' device."""
+        """``n`` noise vectors ``z ~ N(0, I)`` (n, noise_size) on the networks' device, drawn on
+        ``generator``'s device (a CPU generator draws the same numbers whatever the networks'
+        device)."""
         w = self.generator.linears[0].weight
-        return torch.randn(n, self.noise_size, generator=generator, device=w.device, dtype=w.dtype)
+        device = generator.device if generator is not None else w.device
+        z = torch.randn(n, self.noise_size, generator=generator, device=device, dtype=w.dtype)
+        return z.to(w.device)
 
     def describe(self) -> str:
         return (

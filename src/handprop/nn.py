@@ -7,14 +7,21 @@ handprop Function with a hand-written backward.
 
 from __future__ import annotations
 
+import inspect
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from handprop import functional as F
-from handprop.functional.base import _check_reduction, _count, _legacy_reduction
+from handprop.functional.base import (
+    _check_reduction,
+    _check_same_shape,
+    _count,
+    _legacy_reduction,
+)
 
 __all__ = [
     "Linear",
@@ -218,6 +225,7 @@ class MSELoss(_Loss):
     def value_and_delta(self, input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """``C`` and ``∂C/∂ŷ = 2 (ŷ − y) / n`` without autograd: where :meth:`MLP.backprop`
         starts the δ recursion."""
+        _check_same_shape(input, target, "mse_loss")  # (N,) against (N, 1) would broadcast
         fn, n = F.SquaredErrorFunction, _count(input.shape, self.reduction)
         return fn.forward(input, target, self.reduction, 1.0), fn.derivative(input, target, 1.0, n)
 
@@ -234,6 +242,7 @@ class QuadraticCost(_Loss):
     def value_and_delta(self, input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """``C`` and ``∂C/∂ŷ = (ŷ − y) / n`` without autograd: where :meth:`MLP.backprop`
         starts the δ recursion."""
+        _check_same_shape(input, target, "quadratic_cost")
         fn, n = F.SquaredErrorFunction, _count(input.shape, self.reduction)
         return fn.forward(input, target, self.reduction, 0.5), fn.derivative(input, target, 0.5, n)
 
@@ -264,6 +273,7 @@ class BCEWithLogitsLoss(_Loss):
         """``C`` and ``∂C/∂z = (σ(z) − y) / n`` without autograd: where :meth:`MLP.backprop`
         starts the δ recursion."""
         _plain_only(self, weight=self.weight is not None, pos_weight=self.pos_weight is not None)
+        _check_same_shape(input, target, "binary_cross_entropy_with_logits")
         fn, n = F.BCEWithLogitsFunction, _count(input.shape, self.reduction)
         return fn.forward(input, target, self.reduction), fn.derivative(input, target).div_(n)
 
@@ -295,8 +305,9 @@ class CrossEntropyLoss(_WeightedLoss):
         )
 
     def value_and_delta(self, input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        """``C`` and ``∂C/∂z = (softmax(z) − p) / N`` without autograd: where
-        :meth:`MLP.backprop` starts the δ recursion."""
+        """``C`` and ``∂C/∂z = (softmax(z) − q) / N`` without autograd: where
+        :meth:`MLP.backprop` starts the δ recursion. Class indices must lie in ``[0, C)``: the
+        recursion drops no ``ignore_index`` sample (``loss.backward()`` does)."""
         _plain_only(
             self,
             weight=self.weight is not None,
@@ -305,6 +316,9 @@ class CrossEntropyLoss(_WeightedLoss):
         )
         fn, cdim = F.CrossEntropyFunction, 0 if input.dim() == 1 else 1
         n = _count(input.shape[:cdim] + input.shape[cdim + 1 :], self.reduction)
+        if not target.is_floating_point():  # class indices: C and δ from one log-softmax
+            C, delta = fn.value_and_derivative(input, target, self.reduction)
+            return C, delta.div_(n)
         return fn.forward(input, target, self.reduction), fn.derivative(input, target).div_(n)
 
 
@@ -448,6 +462,17 @@ class MLP(nn.Module):
         """The Linear layers, input side first."""
         return [m for m in self.layers if isinstance(m, Linear)]
 
+    def _recursion_linears(self) -> list[Linear]:
+        """:attr:`linears` for the δ recursion: one per layer, or one clear error when they are
+        torch.nn's (after :func:`to_torch`), which :attr:`linears` does not list."""
+        linears = self.linears
+        if len(linears) != len(self.hidden_features) + 1:
+            raise ValueError(
+                "MLP.backprop needs handprop layers (its layers are torch.nn's: convert with "
+                "to_handprop)"
+            )
+        return linears
+
     def forward(self, input: Tensor) -> Tensor:
         return self.layers(input)
 
@@ -510,7 +535,7 @@ class MLP(nn.Module):
         needs: ``[a₀ = x, z₁, a₁, …, z_{L−1}, a_{L−1}, z_L]`` (``a_l = σ(z_l)``; the output
         ``z_L`` is last)."""
         sigma = ACTIVATION_RULES[self.activation][0]
-        linears = self.linears
+        linears = self._recursion_linears()
         kept = [input]
         for layer in linears[:-1]:
             kept.append(F.LinearFunction.forward(kept[-1], layer.weight, layer.bias))
@@ -543,7 +568,7 @@ class MLP(nn.Module):
             ``∂C/∂x`` (N, in_features) when ``input_delta``, else None.
         """
         sigma_prime = ACTIVATION_RULES[self.activation][1]
-        linears = self.linears
+        linears = self._recursion_linears()
         for l in range(len(linears) - 1, -1, -1):
             layer = linears[l]
             if record is not None:
@@ -834,8 +859,6 @@ class _Recurrent(nn.Module):
                 f"probability of an element being zeroed, got {dropout!r}"
             )
         if dropout > 0 and num_layers == 1:
-            import warnings  # here: the section stays apart
-
             warnings.warn(
                 "dropout option adds dropout after all but last recurrent layer, so non-zero "
                 f"dropout expects num_layers greater than 1, but got dropout={dropout} and "
@@ -1108,11 +1131,17 @@ def to_handprop(module: nn.Module) -> nn.Module:
     """Swap every torch.nn layer of ``module`` that has a handprop twin (:data:`TWINS`), at any
     depth, for the twin, so its backward pass runs the hand-written derivatives.
 
-    Each twin takes over the layer's state as it is: the same ``Parameter`` and buffer objects
-    (an optimizer built before still steps them), settings, hooks and train/eval mode, so the
-    state dict, its keys and the outputs are unchanged. Layers of exactly these classes are
-    swapped; subclasses and layers with parametrizations (``weight_norm``, …) are left alone
-    (parametrize after converting). ``inplace=True`` of a ReLU is kept but ignored.
+    Each twin is built by its public constructor from the layer's settings as they are now
+    (``in_features``, ``padding``, ``dropout``, a loss's ``reduction``, …), then takes over the
+    layer's own ``Parameter`` and buffer objects and its train/eval mode, so the state dict, its
+    keys, the outputs and an optimizer built before (it steps the same Parameters) are
+    unchanged. Hooks on the Parameters and on the containers are kept; forward and backward
+    hooks registered on a swapped layer itself are not (torch has no public API to read them):
+    register those after converting. Layers of exactly these classes are swapped; subclasses and
+    layers with parametrizations (``weight_norm``, …) are left alone (parametrize after
+    converting); a layer with parameters or buffers its class does not make (``prune``) or with
+    a setting the twin does not support (a ``Conv2d`` with ``padding_mode="reflect"``) is an
+    error. ``inplace=True`` of a ReLU is kept but ignored. No random numbers are drawn.
 
     Returns ``module``, changed in place, or the twin when ``module`` itself is such a layer.
 
@@ -1121,28 +1150,79 @@ def to_handprop(module: nn.Module) -> nn.Module:
         >>> model = to_handprop(model)                    # one line: hand-written backward
         >>> reference = to_torch(copy.deepcopy(model))    # and back, to compare gradients
     """
-    return _swap(module, TWINS)
+    return _swap(module, TWINS, "to_handprop", "")
 
 
 def to_torch(module: nn.Module) -> nn.Module:
     """The reverse of :func:`to_handprop`: every handprop layer of ``module`` back to its
     torch.nn twin, state kept the same way. ``QuadraticCost`` (half of ``MSELoss``) has no twin
     and stays; an :class:`MLP` stays an ``MLP`` whose ``layers`` Sequential holds torch.nn layers
-    (its parameter names, ``layers.{2k}.weight``, do not change)."""
-    return _swap(module, {twin: layer for layer, twin in TWINS.items()})
+    (its parameter names, ``layers.{2k}.weight``, do not change; :meth:`MLP.backprop` needs
+    handprop layers)."""
+    return _swap(module, {twin: layer for layer, twin in TWINS.items()}, "to_torch", "")
 
 
-def _swap(module: nn.Module, table: dict[type[nn.Module], type[nn.Module]]) -> nn.Module:
+def _swap(
+    module: nn.Module, table: dict[type[nn.Module], type[nn.Module]], caller: str, path: str
+) -> nn.Module:
     twin_class = table.get(type(module))
     if twin_class is not None:
-        twin = twin_class.__new__(twin_class)
-        twin.__dict__.update(module.__dict__)  # the same parameters, buffers, hooks, settings
-        return twin
+        return _twin(module, twin_class, caller, path)
     for name, child in module.named_children():
-        swapped = _swap(child, table)
+        swapped = _swap(child, table, caller, f"{path}.{name}" if path else name)
         if swapped is not child:
             setattr(module, name, swapped)
     return module
+
+
+def _twin(module: nn.Module, twin_class: type[nn.Module], caller: str, path: str) -> nn.Module:
+    """``module`` rebuilt as ``twin_class`` by its constructor, holding ``module``'s own
+    Parameters and buffers."""
+    handprop_class = twin_class if type(module) in TWINS else type(module)
+    where = (
+        f"{caller}: cannot swap the {type(module).__name__} at {repr(path) if path else 'the top'}"
+    )
+    # On the meta device the constructor allocates nothing and draws no random numbers: its
+    # parameters are placeholders, replaced below. Its warnings (an RNN's dropout with one
+    # layer) were given when the layer itself was built.
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        try:
+            twin = twin_class(**_settings(module, handprop_class))
+        except ValueError as error:  # a setting the twin does not support
+            raise ValueError(f"{where}: {error}") from None
+    params = dict(module.named_parameters(recurse=False, remove_duplicate=False))
+    buffers = dict(module.named_buffers(recurse=False, remove_duplicate=False))
+    children = dict(module.named_children())
+    made = {n for n, _ in twin.named_parameters(recurse=False, remove_duplicate=False)}
+    made |= {n for n, _ in twin.named_buffers(recurse=False, remove_duplicate=False)}
+    have = params.keys() | buffers.keys() | children.keys()
+    if have != made:
+        raise ValueError(
+            f"{where}: it holds {', '.join(sorted(have)) or 'nothing'} where its class makes "
+            f"{', '.join(sorted(made)) or 'nothing'}; convert it before pruning it or adding to it"
+        )
+    for name, tensor in (params | buffers).items():
+        setattr(twin, name, tensor)  # torch's RNN also updates its list of flat weights
+    if isinstance(twin, nn.RNNBase):
+        twin.flatten_parameters()  # cuDNN's one weight buffer, on a GPU; else a no-op
+    return twin.train(module.training)
+
+
+def _settings(module: nn.Module, handprop_class: type[nn.Module]) -> dict[str, object]:
+    """The constructor arguments that rebuild ``module`` as it is now, named by the handprop
+    class's signature: each twin takes torch's arguments and keeps each as the attribute of the
+    same name (``bias`` of a Linear or Conv2d: the Parameter, or None)."""
+    settings: dict[str, object] = {}
+    for name, arg in inspect.signature(handprop_class).parameters.items():
+        if name in ("device", "dtype", "size_average", "reduce") or arg.kind in (
+            arg.VAR_POSITIONAL,
+            arg.VAR_KEYWORD,
+        ):
+            continue  # placement: the parameters'; the legacy pair: folded into reduction
+        value = getattr(module, name)
+        settings[name] = value if name != "bias" or isinstance(value, bool) else value is not None
+    return settings
 
 
 # ============================================================================================

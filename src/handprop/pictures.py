@@ -113,12 +113,18 @@ def gan_pictures(module: Any, dm: Any) -> dict[str, tuple[str, Any]]:
         images = _unit(fake[:GRID_SAMPLES], lo, hi).reshape(-1, *table.image_shape)
         return {"samples": ("image", image_grid(images, 8))}
     real = table.X[dm.indices["val"]]
-    fig, ax = _figure(4.5, 4.5)
-    ax.scatter(real[:, 0], real[:, 1], s=4, color="0.7", label="validation rows")
     f = fake[:SCATTER_SAMPLES].numpy()
+    fig, ax = _figure(4.5, 4.5)
+    if real.shape[1] == 1:  # one feature: the two distributions as histograms
+        ax.hist(real[:, 0], bins=40, density=True, color="0.7", label="validation rows")
+        ax.hist(f[:, 0], bins=40, density=True, histtype="step", color="#d62728", label="generated")
+        ax.set_xlabel(table.feature_names[0])
+        ax.legend(fontsize=8, loc="upper right")
+        return {"samples": ("figure", render(fig))}
+    ax.scatter(real[:, 0], real[:, 1], s=4, color="0.7", label="validation rows")
     ax.scatter(f[:, 0], f[:, 1], s=4, color="#d62728", label="generated")
     ax.set_xlabel(table.feature_names[0])
-    ax.set_ylabel(table.feature_names[1] if len(table.feature_names) > 1 else "")
+    ax.set_ylabel(table.feature_names[1])
     ax.legend(fontsize=8, loc="upper right")
     ax.set_aspect("equal", adjustable="datalim")
     return {"samples": ("figure", render(fig))}

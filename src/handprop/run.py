@@ -1,7 +1,8 @@
 """One training run: build, fit, evaluate the split metrics, write ``metrics.json``.
 
 ``metrics.json`` appears only when the run has finished, so a run directory says whether its
-run did. The metrics are those of the best weights (by ``val/loss``) unless
+run did. The metrics are those of the best weights (by the monitored metric: ``val/loss``, a
+GAN's ``val/energy_distance``, or ``train/epoch_loss`` without a validation split) unless
 ``callbacks.checkpoint.restore_best=false``.
 """
 
@@ -38,7 +39,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         ckpt_path = str(run_dir / "checkpoints" / "last.ckpt")
     if ckpt_path is not None:
         # a missing, foreign or unsafe file: one line, before fit
-        done = read_checkpoint(ckpt_path).get("epoch", 0)
+        ckpt = read_checkpoint(ckpt_path)
+        done = ckpt.get("epochs_done", ckpt.get("epoch", 0))
         if done > cfg.trainer.max_epochs:
             raise ConfigError(
                 f"ckpt_path: {ckpt_path} has trained {done} epochs, more than "
@@ -108,7 +110,7 @@ def report(cfg, run, rows, run_dir: Path, checkpoints) -> None:  # noqa: ANN001
     )
     print(format_table(rows))
     print(f"\nrun directory: {run_dir}")
-    if trainer.logger:
+    if any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers):  # not logger=csv
         print(f"tensorboard:   tensorboard --logdir {run_dir}")
     if checkpoints and checkpoints.best_path.is_file():
         best = checkpoints.best_path

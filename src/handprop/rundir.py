@@ -46,7 +46,7 @@ LOCK = ".handprop.lock"
 HYDRA_FILES = ".hydra"
 #: What a run writes into its directory: what ``overwrite=true`` removes (and nothing else).
 RUN_DIRS = (HYDRA_FILES, "checkpoints", "tb", "csv")
-RUN_FILES = ("metrics.json", "error.json", "eval_metrics.json")
+RUN_FILES = ("metrics.json", "error.json", "eval_metrics.json", "lr_find.png", "lr_find.json")
 
 
 class RunDirInUse(UserError):

@@ -175,17 +175,24 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.layers is not None:  # a bad option: one line before any demo runs
+        from handprop.demos.brute_force import parse_layers
+
+        try:
+            parse_layers(args.layers)
+        except ValueError as e:
+            print(f"error: brute-force: {e}", file=sys.stderr)
+            return 2
     names = list(DEMOS) if args.name == "all" else [args.name]
     base = args.out if args.out is not None else DEFAULT_OUT
     failed = []
-    for name in names:
+    for i, name in enumerate(names, 1):
         out = base / name if (args.name == "all" or args.out is None) else args.out
+        # Announced before it runs: the training demos take tens of seconds.
+        print(f"[{i}/{len(names)}] {name}: {DEMOS[name][1]} …", flush=True)
         t0 = time.perf_counter()
         try:
             run(name, out, quick=args.quick, layers=args.layers)
-        except ValueError as e:  # a bad option value: one line
-            print(f"error: {name}: {e}", file=sys.stderr)
-            return 2
         except Exception as e:  # noqa: BLE001 — with 'all', one failure must not stop the rest
             if len(names) == 1:
                 raise

@@ -39,9 +39,10 @@ def compose(*overrides: str):  # noqa: ANN201
 
 
 def build(cfg: Any, table: Any = None):  # noqa: ANN201
-    """Data module and LightningModule exactly as ``handprop-train`` builds them for ``cfg``
-    (seeded the same way, so one seed is one initialisation). ``table`` replaces the config's
-    data set by a :class:`~handprop.datasets.Table` (split and scaled by the same module)."""
+    """Data module and LightningModule as ``handprop-train`` builds them for a regression
+    ``cfg`` (the demos that build by hand all regress; seeded the same way, so one seed is one
+    initialisation). ``table`` replaces the config's data set by a regression
+    :class:`~handprop.datasets.Table` (split and scaled by the same module)."""
     import torch
 
     from handprop.data import TabularDataModule
@@ -66,7 +67,8 @@ def build(cfg: Any, table: Any = None):  # noqa: ANN201
 
 
 def loss_function(model: Any) -> Any:
-    """The model's cost as a functional (``fn(ŷ, y, reduction=...)``), for per-row costs."""
+    """The model's regression cost as a functional (``fn(ŷ, y, reduction=...)``), for per-row
+    costs."""
     from handprop import functional as F
 
     return {"mse": F.mse_loss, "quadratic": F.quadratic_cost}[model.task.cost_name]

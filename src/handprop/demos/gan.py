@@ -22,8 +22,8 @@ SUMMARY = (
     "Two networks play against each other: the discriminator learns to tell real points from "
     "generated ones, the generator learns to make points the discriminator takes for real. "
     "Noise that lands between modes is rejected, so the generator moves it onto the ring's "
-    "8 modes, and both costs settle near log 2, where the discriminator can do no better "
-    "than a coin toss."
+    "8 modes, and both costs move towards log 2, where the discriminator could do no better "
+    "than a coin toss (the caption says how near they end)."
 )
 
 SHOWN = 800  # generated points per snapshot

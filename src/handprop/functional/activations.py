@@ -158,9 +158,10 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:
 
 
 class LeakyReLUFunction(HandFunction):
-    r"""``a = z`` if ``z > 0`` else ``slope · z``; derivative ``1`` if ``z > 0`` else ``slope``.
+    r"""``a = z`` if ``z > 0`` else ``negative_slope · z``; derivative ``1`` if ``z > 0`` else
+    ``negative_slope``.
 
-    Shapes: any; elementwise. ``slope`` is the notes' 0.01 by default.
+    Shapes: any; elementwise. ``negative_slope`` is the notes' 0.01 by default.
     """
 
     @staticmethod

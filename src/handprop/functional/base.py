@@ -80,14 +80,18 @@ class HandFunction(Function, metaclass=_HandFunctionMeta):
     @classmethod
     def apply(cls, *args: Any) -> Any:
         x = args[0]  # every handprop Function's first input is a tensor
-        on = torch.is_autocast_enabled("cpu" if x.is_cpu else x.device.type)  # _autocast_on(x)
+        # (_autocast_on(x), inlined: this runs on every call of every Function)
+        on = torch.is_autocast_enabled("cpu" if x.is_cpu else x.device.type)
         fn = cls._autocast if on else cls
         if len(args) < cls._n_inputs:
             args += cls._defaults[len(args) - cls._n_inputs :]
         try:
             return fn._plain.apply(*args)
         except RuntimeError:
-            pass  # a torch.func transform or a tangent; a real error is raised again below
+            # A torch.func transform or a tangent. A real error (a shape mismatch) runs the
+            # forward once more below and is raised from there: no public API tells the two
+            # apart before the call, and the plain call must stay cheap.
+            pass
         return super(HandFunction, fn).apply(*args)  # noqa: UP008 — fn may be the twin
 
 

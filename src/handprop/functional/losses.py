@@ -390,6 +390,20 @@ class CrossEntropyFunction(HandFunction):
         return a * P.sum(cdim, keepdim=True) - P
 
     @staticmethod
+    def value_and_derivative(
+        input: Tensor, target: Tensor, reduction: str
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`forward`'s ``C`` and :meth:`derivative`'s ``softmax(z) − onehot(y)`` for
+        class-index targets without weight, ``ignore_index`` or smoothing, from one
+        log-softmax: ``softmax(z) = exp(log softmax(z))``. Where the δ recursion starts
+        (``CrossEntropyLoss.value_and_delta``): one pass instead of two, ~7 µs an update."""
+        cdim = _cdim(input)
+        logp = torch.log_softmax(input, cdim)
+        C = torch.nn.functional.nll_loss(logp, target, reduction=reduction)
+        delta = logp.exp_()  # softmax(z); logp is not needed after C
+        return C, delta.scatter_(cdim, target.unsqueeze(cdim), -1.0, reduce="add")
+
+    @staticmethod
     def target_derivative(
         input: Tensor, weight: Tensor | None = None, label_smoothing: float = 0.0
     ) -> Tensor:

@@ -437,7 +437,7 @@ class LSTMFunction(HandFunction):
                 ],
                 -1,
             )
-            dc_dh = o * TanhFunction.derivative(tanh_c)  # ∂c_t/∂(o ⊙ tanh c_t) = o ⊙ tanh'(c_t)
+            dh_dc = o * TanhFunction.derivative(tanh_c)  # ∂h_t/∂c_t = o ⊙ tanh'(c_t)
             if grad_gates is not None:
                 deriv = LSTMFunction.derivative(a)
             deltas: list[Tensor] = [None] * (t1 - t0)  # type: ignore[list-item]
@@ -446,7 +446,7 @@ class LSTMFunction(HandFunction):
                 if grad_cells is not None:
                     grad_c = grad_c + grad_cells[t]
                 # ∂C/∂c_t = ∂C/∂c_{t+1} ⊙ f_{t+1} + ∂C/∂h_t ⊙ o ⊙ tanh'(c_t)
-                grad_c = torch.addcmul(grad_c, grad_h, dc_dh[j])
+                grad_c = torch.addcmul(grad_c, grad_h, dh_dc[j])
                 delta = torch.cat([grad_c, grad_c, grad_c, grad_h], 1) * coeff[j]
                 if grad_gates is not None:  # the gates were used outside too (double backward)
                     delta = delta + grad_gates[t] * deriv[j]
@@ -488,7 +488,7 @@ class LSTMFunction(HandFunction):
         z_in_t = _tangent_input_part(input, h_prev, weight_ih, tangents, gates)
         deriv = LSTMFunction.derivative(gates)
         tanh_c = TanhFunction.forward(cells)
-        dc_dh = gates.chunk(4, -1)[3] * TanhFunction.derivative(tanh_c)  # o ⊙ tanh'(c_t)
+        dh_dc = gates.chunk(4, -1)[3] * TanhFunction.derivative(tanh_c)  # o ⊙ tanh'(c_t)
         h_t = hx_t if hx_t is not None else torch.zeros_like(hx)
         c_t = cx_t if cx_t is not None else torch.zeros_like(cx)
         out_h, out_c, out_a = [None] * T, [None] * T, [None] * T
@@ -497,7 +497,7 @@ class LSTMFunction(HandFunction):
             i_t, f_t, g_t, o_t = a_t.chunk(4, 1)
             i, f, g, _ = gates[t].chunk(4, 1)
             c_t = f_t * c_prev[t] + f * c_t + i_t * g + i * g_t  # ċ_t
-            h_t = o_t * tanh_c[t] + dc_dh[t] * c_t  # ḣ_t
+            h_t = o_t * tanh_c[t] + dh_dc[t] * c_t  # ḣ_t
             out_h[t], out_c[t], out_a[t] = h_t, c_t, a_t
         return torch.stack(out_h), h_t, c_t, torch.stack(out_c), torch.stack(out_a)
 
