@@ -10,7 +10,7 @@ mixed precision, throughput.
 2. Autocast on CUDA (bf16, fp16): backward inside the autocast region (how HandpropModule
    runs it) must give finite float32 gradients close to torch.nn's; backward after the
    region is reported (a known limitation of LinearFunction, see docs/scaling.md).
-3. Training, in-process through handprop-train's own code path (handprop.train.prepare, then
+3. Training, in-process through handprop-train's own code path (handprop.build.prepare, then
    trainer.fit): regression (property_prices), binary (breast_cancer), multiclass (digits),
    precision 32 and bf16-mixed; model and data tensors must be on the GPU and the training
    loss must fall. Throughput in samples/s of fit.
@@ -239,7 +239,7 @@ TASKS = [
 def check_training(device: str, epochs: int) -> None:
     from hydra import compose, initialize_config_module
 
-    from handprop.train import prepare
+    from handprop.build import prepare
 
     trainer_cfg = "gpu" if device == "cuda" else "cpu"
     section(f"training on {device} (trainer={trainer_cfg}, {epochs} epochs, in-process)")
@@ -279,10 +279,11 @@ def check_training(device: str, epochs: int) -> None:
                     model.eval()
                     after = model.evaluate(*dm.split("train", device=model.device))["loss"]
                     test = model.evaluate(*dm.split("test", device=model.device))
-                samples = trainer.global_step * (cfg.gd.batch_size or dm.num_train)
+                # (the module counts its updates; Lightning's global_step counts chunks of them)
+                samples = model.updates * (cfg.gd.batch_size or dm.num_train)
                 key = {"regression": "r2", "binary": "accuracy", "multiclass": "accuracy"}[task]
                 print(
-                    f"  {task:<11}{precision:<11}{samples / seconds:>12,.0f}{trainer.global_step:>9}"
+                    f"  {task:<11}{precision:<11}{samples / seconds:>12,.0f}{model.updates:>9}"
                     f"{before:>11.4f} → {after:<8.4f}  {key}={test[key]:.4f}"
                 )
                 check(on_device, f"{what}: model and data tensors on {device}")
