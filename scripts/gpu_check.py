@@ -279,7 +279,7 @@ def check_training(device: str, epochs: int) -> None:
                     model.eval()
                     after = model.evaluate(*dm.split("train", device=model.device))["loss"]
                     test = model.evaluate(*dm.split("test", device=model.device))
-                # (the module counts its updates; Lightning's global_step counts chunks of them)
+                # (the module counts its updates itself; Lightning's global_step does not)
                 samples = model.updates * (cfg.gd.batch_size or dm.num_train)
                 key = {"regression": "r2", "binary": "accuracy", "multiclass": "accuracy"}[task]
                 print(

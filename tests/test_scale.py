@@ -464,7 +464,7 @@ def test_gpu_holds_data_and_model(tmp_path, trainer):
     assert trainer_.strategy.root_device.type == "cuda"
     assert all(p.is_cuda for p in model.parameters())
     assert dm._tensors["train"][0].is_cuda and dm._tensors["train"][1].is_cuda
-    assert model.updates > 0  # the module's own count (Lightning's counts chunks of updates)
+    assert model.updates > 0  # the module's own count (Lightning's global_step is not it)
 
 
 @needs_cuda
