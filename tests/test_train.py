@@ -967,3 +967,21 @@ def test_a_checkpoint_counts_the_epochs_it_has_trained(tmp_path, monkeypatch):
         tmp_path / "run", *FAST, "trainer.max_epochs=3", "callbacks.checkpoint.every_seconds=0"
     )
     assert counts == [1, 2, 3, 3]  # after each epoch, then at the end
+
+
+def test_tensorboard_checksums_are_computed_in_c_and_unchanged():
+    """The record writer's checksum is handprop's C one once a TensorBoard logger is built,
+    and equals TensorBoard's own pure-Python one byte for byte (events stay readable)."""
+    import random
+
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as slow
+    from tensorboard.summary.writer import record_writer
+
+    from handprop.build import fast_tensorboard_checksums, masked_crc32c
+
+    fast_tensorboard_checksums()
+    assert record_writer.masked_crc32c is masked_crc32c
+    rng = random.Random(0)
+    for n in (0, 1, 7, 8, 100, 1500):
+        data = bytes(rng.randrange(256) for _ in range(n))
+        assert masked_crc32c(data) == slow(data), n
