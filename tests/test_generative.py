@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
+from runs import cfg_of, run
 
 from handprop.build import prepare
 from handprop.checkpoint import load_module
 from handprop.networks import GAN, Autoencoder
 from handprop.nn import BCEWithLogitsLoss, MSELoss
-from handprop.run import train
 from handprop.task import METRICS
 
 # Small and fast: 2000 ring rows (1400 train) in batches of 64, 4 epochs.
@@ -45,18 +44,6 @@ def _restore_process_state():
     torch.use_deterministic_algorithms(det)
     os.environ.clear()
     os.environ.update(env)
-
-
-def cfg_of(*overrides: str):  # noqa: ANN201
-    with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
-
-
-def run(run_dir: Path, *overrides: str) -> dict[str, float]:
-    """``handprop-train OVERRIDES`` in-process into ``run_dir``; its metrics.json."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    train(cfg_of(*overrides, "progress=false"), run_dir)
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 def scalars_and_images(tb: Path) -> tuple[dict[str, list[tuple[int, float]]], dict[str, list]]:

@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_module
+from runs import cfg_of, run
 
 from handprop.build import prepare
 from handprop.checkpoint import load_module
 from handprop.datasets import sine
 from handprop.model import HandpropModule
 from handprop.nn import ConvNet, RecurrentNet
-from handprop.run import train
 
 pytestmark = pytest.mark.usefixtures("restore_process_state")
 
@@ -33,18 +32,6 @@ LSTM = ("model=rnn", "model.cell=lstm", "data=digits", "model.hidden_size=16")
 LSTM += ("optimizer.lr=0.01", "trainer.max_epochs=3")
 SINE = ("model=rnn", "data=sine", "data.n_samples=1000", "model.hidden_size=16")
 SINE += ("optimizer.lr=0.01", "trainer.max_epochs=5")
-
-
-def cfg_of(*overrides: str):  # noqa: ANN201
-    with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
-
-
-def run(run_dir: Path, *overrides: str) -> dict[str, float]:
-    """``handprop-train OVERRIDES`` in-process into ``run_dir``; its metrics.json."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    train(cfg_of(*overrides, "progress=false"), run_dir)
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 @pytest.fixture(scope="module")
