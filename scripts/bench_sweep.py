@@ -1,6 +1,6 @@
 """What a sweep costs beyond its jobs' own training, measured on the real command.
 
-* **per job**: an 8-job sweep of the default run (Hydra's basic launcher, one process) and an
+* **per job**: an 8-job sweep of the default run (the default launcher: jobs in turn, one process) and an
   8-trial ``hparams_search=optuna``: the time from the end of one job's ``fit`` to the start of
   the next one's is what a job costs beyond its own fit (Hydra's job set-up, handprop's
   building, evaluation and writing);

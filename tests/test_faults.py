@@ -194,6 +194,34 @@ def test_a_sweep_on_a_full_disk_and_a_bad_sweep_override_are_one_line(
     assert "HYDRA_FULL_ERROR" not in os.environ  # the user's setting is back
 
 
+def test_a_job_whose_directory_cannot_be_made_fails_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hydra makes each job's directory before handprop's code runs; when the machine refuses
+    it (here for job 0), that job is one line and failed in summary.json, and job 1 runs."""
+    mkdir = Path.mkdir
+
+    def refuse_job_0(self: Path, *args: object, **kwargs: object) -> None:
+        if self.name.startswith("0_"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refuse_job_0)
+    sweep = tmp_path / "sweep"
+    args = ["-m", *TINY, "logger=none", "trainer.max_epochs=1", "seed=1,2"]
+    code = run_main(handprop.train.main, [*args, f"hydra.sweep.dir={sweep}"])
+    out = capsys.readouterr()
+    assert code == 1, out.err  # the sweep ran to its end, then says that a job failed
+    assert one_error_line(out.err).startswith(f"error: {FULL} {sweep}/0_")
+    jobs = {
+        tuple(j["overrides"]): j for j in json.loads((sweep / "summary.json").read_text())["jobs"]
+    }
+    failed = [j for j in jobs.values() if j["status"] == "failed"]
+    assert len(failed) == 1 and "seed=1" in failed[0]["overrides"] and FULL in failed[0]["error"]
+    ok = [j for j in jobs.values() if j["status"] == "ok"]
+    assert len(ok) == 1 and "seed=2" in ok[0]["overrides"]
+
+
 # --------------------------------------------------------------------------------------------
 # 2. Every writer, made to fail with OSError(ENOSPC)
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""The end of a sweep (``handprop-train -m ...``): one summary of every job, failed ones too.
+"""A sweep (``handprop-train -m ...``): its jobs one after another, and one summary of every
+job, failed ones too.
 
-Registered as a Hydra callback in ``conf/train.yaml``; writes ``summary.json`` into the sweep
-directory and prints one line per job.
+:class:`JobsInTurn` is the default launcher (``conf/hydra/launcher/basic.yaml``); the summary
+is a Hydra callback registered in ``conf/train.yaml``, which writes ``summary.json`` into the
+sweep directory and prints one line per job.
 """
 
 from __future__ import annotations
@@ -11,10 +13,81 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import (
+    JobReturn,
+    JobStatus,
+    configure_log,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
 
-from handprop.cli import MachineError, report, verbose_errors, write_json_atomic
+from handprop.cli import (
+    WRITE_ERRNOS,
+    MachineError,
+    os_error,
+    report,
+    verbose_errors,
+    write_failed,
+    write_json_atomic,
+)
+
+
+class JobsInTurn(Launcher):
+    """Hydra's basic launcher (the jobs one after another, in this process), except for what
+    Hydra itself writes for a job before handprop's code runs (the job's directory, its log):
+    when the machine refuses that write, the job is reported in one line and listed as failed
+    in ``summary.json``, and the sweep goes on with the next job, as for any failing job."""
+
+    def __init__(self) -> None:
+        self.config: DictConfig | None = None
+        self.context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config, self.context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
+        assert self.config is not None and self.context is not None
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        print(f"Launching {len(job_overrides)} jobs, one after another", flush=True)
+        runs = []
+        for idx, overrides in enumerate(job_overrides, initial_job_idx):
+            print(f"  #{idx}: {' '.join(filter_overrides(overrides))}", flush=True)
+            job = self.context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(job):
+                job.hydra.job.id = job.hydra.job.num = idx
+            try:
+                ret = run_job(
+                    hydra_context=self.context,
+                    task_function=self.task_function,
+                    config=job,
+                    job_dir_key="hydra.sweep.dir",
+                    job_subdir_key="hydra.sweep.subdir",
+                )
+            except OSError as e:
+                found = os_error(e)
+                if found is None or found.errno not in WRITE_ERRNOS:
+                    raise
+                err = write_failed(found, found.filename or f"the job directory of #{idx}")
+                report(err, verbose_errors(job))
+                for cb in self.context.callbacks.callbacks:
+                    if isinstance(cb, SweepSummary):
+                        cb.unstarted_job(list(overrides), err)
+                # As a failing job's own return: the sweep goes on (a search sees NaN).
+                ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+                ret.return_value = float("nan") if job.get("optimized_metric") else None
+            runs.append(ret)
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return runs
 
 
 def summarize(sweep_dir: Path) -> dict[str, Any]:
@@ -49,6 +122,21 @@ def _overrides(d: Path) -> list[str]:
 class SweepSummary(Callback):
     """Hydra callback: summarise the sweep when it ends."""
 
+    def __init__(self) -> None:
+        # Jobs that failed before Hydra made their directory (see JobsInTurn): not on disk.
+        self.unstarted: list[dict[str, Any]] = []
+
+    def unstarted_job(self, overrides: list[str], err: MachineError) -> None:
+        """A job that failed before Hydra made its directory (see :class:`JobsInTurn`)."""
+        self.unstarted.append(
+            {
+                "dir": None,
+                "overrides": overrides,
+                "status": "failed",
+                "error": f"MachineError: {err}",
+            }
+        )
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if os.environ.get("RANK", "0") != "0" or os.environ.get("LOCAL_RANK", "0") != "0":
             return  # a DDP worker re-running the command: rank 0 writes the summary
@@ -56,6 +144,7 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return
         summary = summarize(sweep_dir)
+        summary["jobs"] += self.unstarted
         try:
             write_json_atomic(sweep_dir / "summary.json", summary)
         except MachineError as e:

@@ -1,0 +1,9 @@
+"""handprop's sweep launcher where Hydra finds launchers (classes defined in the
+``hydra_plugins`` namespace): ``hydra/launcher=in_turn``, the default. The code is
+:class:`handprop.sweep.JobsInTurn`."""
+
+from handprop import sweep
+
+
+class JobsInTurn(sweep.JobsInTurn):
+    """:class:`handprop.sweep.JobsInTurn`, registered with Hydra."""
