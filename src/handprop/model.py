@@ -111,6 +111,9 @@ class HandpropModule(L.LightningModule):
         self.gradient_views: list[tuple[Tensor, Tensor]] = []
         self.updates = 0  # optimiser updates so far
         self.epochs_done = 0  # epochs finished so far (Lightning's epoch is an index mid-run)
+        # Called after every update when set: the progress bar's tick (handprop.progress),
+        # which must not wait for the end of a chunk of updates.
+        self.after_update: Callable[[], None] | None = None
         self.last_losses: list[float] = []  # the last chunk's per-update losses
         self.last_finite: float | None = None  # the last update's loss, for a divergence report
         self.epoch_metrics: dict[str, float] = {}  # the last epoch's train/val values
@@ -219,6 +222,8 @@ class HandpropModule(L.LightningModule):
         for x, y in batches:
             losses.append(self.update(x, y))
             rows.append(len(x))
+            if self.after_update is not None:
+                self.after_update()
             if self.updates == self.max_steps:
                 self.trainer.should_stop = True
                 break

@@ -25,6 +25,8 @@ class Progress(L.Callback):
         self.total = 0
         self._start = self._last_line = 0.0
         self._start_updates = 0
+        self.trainer: L.Trainer | None = None
+        self.module: Any = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -35,6 +37,8 @@ class Progress(L.Callback):
             self.total = min(self.total, pl_module.max_steps)
         self._start = self._last_line = time.monotonic()
         self._start_updates = pl_module.updates  # a resumed run starts part-way
+        self.trainer, self.module = trainer, pl_module
+        pl_module.after_update = self.tick  # per update, not per chunk of updates
         if self.stream.isatty():
             self.bar = tqdm(
                 total=self.total,
@@ -50,14 +54,21 @@ class Progress(L.Callback):
     ) -> None:
         if not trainer.is_global_zero:
             return
-        if self.bar is not None:
+        if self.bar is not None:  # the chunk's losses, read once per chunk
             self.bar.set_description(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
             self.bar.set_postfix(self._losses(pl_module), refresh=False)
-            self.bar.update(pl_module.updates - self.bar.n)
+
+    def tick(self) -> None:
+        """After each update: the bar moves (tqdm redraws at most 10 times a second), or a
+        plain line once ``every_seconds`` have passed."""
+        if self.bar is not None:
+            self.bar.update(self.module.updates - self.bar.n)
         elif time.monotonic() - self._last_line >= self.every_seconds:
-            self._line(trainer, pl_module)
+            self._line(self.trainer, self.module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if getattr(pl_module, "after_update", None) == self.tick:  # the bar is gone
+            pl_module.after_update = None
         if self.bar is not None:
             self.bar.close()
             self.bar = None
