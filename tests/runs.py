@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_module
 
 from handprop.run import train
@@ -21,3 +23,41 @@ def run(run_dir: Path, *overrides: str) -> dict[str, float]:
     run_dir.mkdir(parents=True, exist_ok=True)
     train(cfg_of(*overrides, "progress=false"), run_dir)
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def crash_then_resume(
+    monkeypatch: pytest.MonkeyPatch,
+    module_class: type,
+    run_dir: Path,
+    overrides: tuple[str, ...],
+    crash_at: int,
+    after_crash: Callable[[], None] | None = None,
+) -> tuple[dict[str, float], list[int]]:
+    """Train into ``run_dir`` until update number ``crash_at`` raises (a crash in the middle of
+    an epoch: nothing of the run survives but its files), call ``after_crash``, then resume with
+    ``ckpt_path=last``. Returns the resumed run's metrics.json and the numbers of the updates it
+    made."""
+
+    class Killed(Exception):
+        pass
+
+    update = module_class.update
+
+    def dies(self, x, y):  # noqa: ANN001, ANN202
+        if self.updates == crash_at:
+            raise Killed
+        return update(self, x, y)
+
+    monkeypatch.setattr(module_class, "update", dies)
+    with pytest.raises(Killed):
+        run(run_dir, *overrides)
+    if after_crash is not None:
+        after_crash()
+    calls: list[int] = []
+
+    def counted(self, x, y):  # noqa: ANN001, ANN202
+        calls.append(self.updates)
+        return update(self, x, y)
+
+    monkeypatch.setattr(module_class, "update", counted)
+    return run(run_dir, *overrides, "ckpt_path=last"), calls

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from runs import cfg_of, run
+from runs import cfg_of, crash_then_resume, run
 
 from handprop.build import prepare
 from handprop.checkpoint import load_module
@@ -327,28 +327,17 @@ def test_gan_resume_after_a_crash_is_bit_identical(
     args = (*RING, "trainer.max_epochs=6", "callbacks.checkpoint.every_seconds=0", "logger=none")
     full = run(tmp_path / "full", *args)
 
-    class Killed(Exception):
-        pass
+    def last_checkpoint_is_of_epoch_3() -> None:  # (Lightning's "epoch" is an index)
+        assert torch.load(tmp_path / "crashed" / "checkpoints" / "last.ckpt")["epoch"] == 2
 
-    update = GANModule.update
-
-    def dies_in_epoch_4(self, x, y):  # noqa: ANN001, ANN202
-        if self.updates == 3 * 22 + 5:
-            raise Killed
-        return update(self, x, y)
-
-    monkeypatch.setattr(GANModule, "update", dies_in_epoch_4)
-    with pytest.raises(Killed):
-        run(tmp_path / "crashed", *args)
-    assert torch.load(tmp_path / "crashed" / "checkpoints" / "last.ckpt")["epoch"] == 2
-    calls = []
-
-    def counted(self, x, y):  # noqa: ANN001, ANN202
-        calls.append(self.updates)
-        return update(self, x, y)
-
-    monkeypatch.setattr(GANModule, "update", counted)
-    resumed = run(tmp_path / "crashed", *args, "ckpt_path=last")
+    resumed, calls = crash_then_resume(
+        monkeypatch,
+        GANModule,
+        tmp_path / "crashed",
+        args,
+        3 * 22 + 5,
+        last_checkpoint_is_of_epoch_3,
+    )
     assert calls[0] == 3 * 22 and len(calls) == 3 * 22  # epochs 4-6 only: it resumed
     full.pop("train_seconds"), resumed.pop("train_seconds")
     assert resumed == full

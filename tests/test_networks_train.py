@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from runs import cfg_of, run
+from runs import cfg_of, crash_then_resume, run
 
 from handprop.build import prepare
 from handprop.checkpoint import load_module
@@ -177,27 +177,9 @@ def test_resume_after_a_crash_is_bit_identical(
     full = run(tmp_path / "full", *args)
     per_epoch = full["global_step"] // 3
 
-    class Killed(Exception):
-        pass
-
-    update = HandpropModule.update
-
-    def dies_in_epoch_3(self, x, y):  # noqa: ANN001, ANN202
-        if self.updates == 2 * per_epoch + 5:
-            raise Killed
-        return update(self, x, y)
-
-    monkeypatch.setattr(HandpropModule, "update", dies_in_epoch_3)
-    with pytest.raises(Killed):
-        run(tmp_path / "crashed", *args)
-    calls = []
-
-    def counted(self, x, y):  # noqa: ANN001, ANN202
-        calls.append(self.updates)
-        return update(self, x, y)
-
-    monkeypatch.setattr(HandpropModule, "update", counted)
-    resumed = run(tmp_path / "crashed", *args, "ckpt_path=last")
+    resumed, calls = crash_then_resume(
+        monkeypatch, HandpropModule, tmp_path / "crashed", args, 2 * per_epoch + 5
+    )
     assert calls[0] == 2 * per_epoch and len(calls) == per_epoch  # the 3rd epoch only
     full.pop("train_seconds"), resumed.pop("train_seconds")
     assert resumed == full
