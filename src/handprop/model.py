@@ -199,6 +199,15 @@ class HandpropModule(L.LightningModule):
     def on_fit_start(self) -> None:
         self.by_recursion = self.uses_recursion()
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """``nn.Module.zero_grad``, except that a gradient that is a view into the flat one the
+        optimizer steps (see :func:`contiguous`) is zeroed in place, never set to None: the δ
+        recursion would then write into new tensors that the optimizer never sees. (Lightning
+        calls this before training.)"""
+        super().zero_grad(set_to_none)
+        for p, g in self.gradient_views:
+            p.grad = g.zero_()
+
     def learning_rate(self) -> float:
         """The (first) optimizer's current rate."""
         opt = self.optimizers()
@@ -212,11 +221,6 @@ class HandpropModule(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         """A chunk of updates: ``batch`` is a list of ``(x, y)`` (or one ``(x, y)``)."""
         batches = batch if isinstance(batch, list) else [batch]
-        for p, g in self.gradient_views:
-            # Lightning's module.zero_grad() before the loop (or anyone's) sets .grad to None;
-            # the recursion would then write into new tensors that the optimizer never sees.
-            if p.grad is not g:
-                p.grad = g
         first = self.updates
         losses, rows = [], []
         for x, y in batches:
