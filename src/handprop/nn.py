@@ -22,6 +22,7 @@ from handprop.functional.base import (
     _count,
     _legacy_reduction,
 )
+from handprop.functional.dropout import check_probability
 
 __all__ = [
     "Linear",
@@ -45,6 +46,19 @@ __all__ = [
     "to_handprop",
     "to_torch",
 ]
+
+
+def _torch_default_init_(weight: Tensor, bias: Tensor | None, fan_in: int) -> None:
+    """torch.nn.Linear's and Conv2d's default initialisation, kaiming_uniform_(a=√5), written
+    out: gain = √(2/(1+a²)), bound = √3 · gain / √fan_in = 1/√fan_in; the bias U(±1/√fan_in).
+    The same expression, the same floats and the same random draws as torch's."""
+    gain = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))
+    bound = math.sqrt(3.0) * gain / math.sqrt(fan_in)
+    with torch.no_grad():
+        weight.uniform_(-bound, bound)
+        if bias is not None:
+            b = 1 / math.sqrt(fan_in)
+            bias.uniform_(-b, b)
 
 
 class Linear(nn.Module):
@@ -82,15 +96,7 @@ class Linear(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # torch.nn.Linear's kaiming_uniform_(a=√5), written out: gain = √(2/(1+a²)),
-        # bound = √3 · gain / √fan_in = 1/√fan_in; same expression, same float, same draws.
-        gain = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))
-        bound = math.sqrt(3.0) * gain / math.sqrt(self.in_features)
-        with torch.no_grad():
-            self.weight.uniform_(-bound, bound)
-            if self.bias is not None:
-                b = 1 / math.sqrt(self.in_features)
-                self.bias.uniform_(-b, b)
+        _torch_default_init_(self.weight, self.bias, self.in_features)
 
     def forward(self, input: Tensor) -> Tensor:
         return F.linear(input, self.weight, self.bias)
@@ -681,15 +687,8 @@ class Conv2d(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # torch.nn.Conv2d's kaiming_uniform_(a=√5) written out as in Linear: bound 1/√fan_in.
         fan_in = self.weight.shape[1] * self.weight.shape[2] * self.weight.shape[3]
-        gain = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))
-        bound = math.sqrt(3.0) * gain / math.sqrt(fan_in)
-        with torch.no_grad():
-            self.weight.uniform_(-bound, bound)
-            if self.bias is not None:
-                b = 1 / math.sqrt(fan_in)
-                self.bias.uniform_(-b, b)
+        _torch_default_init_(self.weight, self.bias, fan_in)
 
     def forward(self, input: Tensor) -> Tensor:
         return F.conv2d(
@@ -805,8 +804,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
-            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        check_probability(p)
         self.p, self.inplace = p, inplace
 
     def forward(self, input: Tensor) -> Tensor:

@@ -41,13 +41,18 @@ class DropoutFunction(HandFunction):
         return input_t * mask
 
 
+def check_probability(p: Any) -> None:
+    """torch's check of a dropout probability: a number in [0, 1] (not a bool)."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+
+
 def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
     """Zero each element with probability ``p`` and scale the rest by ``1 / (1 − p)``, as
     ``torch.nn.functional.dropout`` (the same random draws: one seed, one mask). The identity
     when not ``training`` or ``p = 0``; ``inplace`` is accepted and ignored.
     """
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
-        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    check_probability(p)
     if not training or p == 0:
         return input
     if p == 1:
