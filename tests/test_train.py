@@ -970,7 +970,7 @@ def test_a_checkpoint_counts_the_epochs_it_has_trained(tmp_path, monkeypatch):
     assert counts == [1, 2, 3, 3]  # after each epoch, then at the end
 
 
-def test_tensorboard_checksums_are_computed_in_c_and_unchanged():
+def test_tensorboard_checksums_are_computed_in_c_and_unchanged(tmp_path, monkeypatch):
     """The record writer's checksum is handprop's C one once a TensorBoard logger is built,
     and equals TensorBoard's own pure-Python one byte for byte (events stay readable)."""
     import random
@@ -978,9 +978,12 @@ def test_tensorboard_checksums_are_computed_in_c_and_unchanged():
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as slow
     from tensorboard.summary.writer import record_writer
 
-    from handprop.build import fast_tensorboard_checksums, masked_crc32c
+    from handprop.build import masked_crc32c, prepare
 
-    fast_tensorboard_checksums()
+    monkeypatch.setattr(record_writer, "masked_crc32c", slow)  # as a fresh process has it
+    prepare(compose_cfg(*FAST, "logger=csv"), tmp_path / "csv")
+    assert record_writer.masked_crc32c is slow  # only a TensorBoard logger needs it
+    prepare(compose_cfg(*FAST, "logger=tensorboard"), tmp_path / "tb")
     assert record_writer.masked_crc32c is masked_crc32c
     rng = random.Random(0)
     for n in (0, 1, 7, 8, 100, 1500):
