@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -33,17 +32,8 @@ RING = (
 DIGITS_AE = ("model=autoencoder", "data=digits", "trainer.max_epochs=3")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _restore_process_state():
-    """In-process training changes torch's threads and deterministic mode and sets PL_*
-    variables; put them back for the test files that run after this one."""
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    env = dict(os.environ)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(det)
-    os.environ.clear()
-    os.environ.update(env)
+# In-process training changes torch's threads, deterministic mode and PL_* variables.
+pytestmark = pytest.mark.usefixtures("restore_process_state")
 
 
 def scalars_and_images(tb: Path) -> tuple[dict[str, list[tuple[int, float]]], dict[str, list]]:

@@ -339,13 +339,7 @@ def build_datamodule(cfg: DictConfig, task: str) -> TabularDataModule:
 
 def mlp_network(cfg: DictConfig, dm: TabularDataModule) -> dict[str, Any]:
     m = cfg.model
-    return {
-        "in_features": dm.in_features,
-        "hidden_features": list(m.hidden),
-        "out_features": dm.out_features,
-        "activation": m.activation,
-        "init": m.init,
-    }
+    return {"in_features": dm.in_features, "out_features": dm.out_features, **_hidden_layers(m)}
 
 
 def cnn_network(cfg: DictConfig, dm: TabularDataModule) -> dict[str, Any]:
@@ -386,10 +380,8 @@ def cnn_network(cfg: DictConfig, dm: TabularDataModule) -> dict[str, Any]:
         "kernel_sizes": sizes,
         "pool": pool,
         "pool_size": m.pool_size,
-        "hidden_features": list(m.hidden),
-        "activation": m.activation,
-        "init": m.init,
         "dropout": m.dropout,
+        **_hidden_layers(m),
     }
 
 

@@ -86,7 +86,7 @@ def write_failed(err: OSError, path: str | Path, doing: str = "writing") -> Mach
     return MachineError(f"{reason[:1].lower()}{reason[1:]} while {doing} {path}")
 
 
-def as_machine_error(err: BaseException, where: Path) -> BaseException:
+def as_machine_error(err: BaseException, where: str | Path) -> BaseException:
     """``err`` as a :class:`MachineError` when an OS error that refuses writes caused it. A
     write whose error carries no file name (TensorBoard's writer thread) is named by the
     folder it wrote into, ``where``."""
@@ -306,7 +306,7 @@ def render_help(config_name: str, overrides: list[str]) -> str:
     with open_dict(cfg):
         del cfg["hydra"]
     groups = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
-    listing = "\n".join(f"{g}: {', '.join(options(g))}" for g in groups if options(g))
+    listing = "\n".join(f"{g}: {', '.join(o)}" for g in groups if (o := options(g)))
     return Template(text).safe_substitute(
         APP_CONFIG_GROUPS=listing + "\n",
         CONFIG=OmegaConf.to_yaml(cfg),
@@ -363,14 +363,14 @@ def run_sweep(hydra_main: Callable[[], Any]) -> None:
     except Exception as e:  # noqa: BLE001 — every failure becomes one line (trace on request)
         if user == "1":
             raise
-        found = os_error(e)
-        if found is not None and found.errno in WRITE_ERRNOS:
-            # (an error at write time carries no file name: the sweep's folder is named)
-            where = next(
-                (a.split("=", 1)[1] for a in sys.argv if a.startswith("hydra.sweep.dir=")),
-                "the sweep's folder (hydra.sweep.dir)",
-            )
-            report(write_failed(found, found.filename or f"into {where}"))
+        # (an error at write time carries no file name: the sweep's folder is named)
+        where = next(
+            (a.split("=", 1)[1] for a in sys.argv if a.startswith("hydra.sweep.dir=")),
+            "the sweep's folder (hydra.sweep.dir)",
+        )
+        err = as_machine_error(e, where)
+        if isinstance(err, MachineError):
+            report(err)
         elif isinstance(e, CompactHydraException):
             cause = f" ({' '.join(str(e.__cause__).split())})" if e.__cause__ else ""
             report(UserError(" ".join(str(e).split()) + cause))

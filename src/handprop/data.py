@@ -241,17 +241,17 @@ class TabularDataModule(L.LightningDataModule):
         if key not in self._tensors or self._tensors[key][0].device != device:
             rows = self.indices[name]
             X = torch.as_tensor(self.x_scaler(self.table.X[rows]), dtype=torch.float32)
+            X = X.to(device)
             y_np = self.table.y[rows]
             if self.reconstruct:
-                y = X
+                y = X  # an autoencoder's target is its input: the same tensor
             elif self.table.task == "multiclass":
                 y = torch.as_tensor(y_np, dtype=torch.long)
             elif self.table.task == "binary":
                 y = torch.as_tensor(y_np, dtype=torch.float32).unsqueeze(1)
             else:
                 y = torch.as_tensor(self.y_scaler(y_np[:, None]), dtype=torch.float32)
-            X = X.to(device)
-            self._tensors[key] = (X, X if self.reconstruct else y.to(device))
+            self._tensors[key] = (X, y.to(device))
         return self._tensors[key]
 
     def _target_device(self) -> torch.device:

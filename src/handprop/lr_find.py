@@ -19,7 +19,6 @@ step-interval schedule ``η_t = min_lr · (max_lr/min_lr)^{t/(updates−1)}``.
 from __future__ import annotations
 
 import functools
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch
 from omegaconf import DictConfig
 
 from handprop.build import prepare
-from handprop.cli import ConfigError
+from handprop.cli import ConfigError, write_json_atomic
 from handprop.guards import Diverged
 
 #: The smoothing of the recorded loss: an exponential moving average, bias-corrected.
@@ -210,7 +209,7 @@ def find(cfg: DictConfig, run_dir: Path) -> float:
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     png = plot(result, run_dir / "lr_find.png")
-    (run_dir / "lr_find.json").write_text(json.dumps(asdict(result), indent=1) + "\n")
+    write_json_atomic(run_dir / "lr_find.json", asdict(result))
     # The test ran at the effective rate; the config's lr is before the linear scaling rule.
     lr = result.suggestion / result.lr_scale
     print(

@@ -19,7 +19,6 @@ import torch
 from torch import Tensor
 
 from handprop.guards import Diverged
-from handprop.monitors import Monitors
 from handprop.networks import GAN, Autoencoder
 from handprop.nn import MLP, ConvNet, Dropout, RecurrentNet
 from handprop.task import Task
@@ -104,7 +103,11 @@ class HandpropModule(L.LightningModule):
         self.scheduler_interval, self.monitor = scheduler_interval, monitor
         self.gradient_clip_val, self.max_steps = gradient_clip_val, max_steps
         self.backprop, self.log_lr = backprop, log_lr
-        self.monitors = Monitors(**monitors) if monitors else None
+        self.monitors = None
+        if monitors:  # (imported here: it loads TensorBoard, which the rest does not need)
+            from handprop.monitors import Monitors
+
+            self.monitors = Monitors(**monitors)
         self.by_recursion = False  # decided in on_fit_start
         # (parameter, its gradient's view into the one flat gradient) when the optimizer steps
         # one flat tensor (see contiguous); empty otherwise.
@@ -191,7 +194,8 @@ class HandpropModule(L.LightningModule):
         recursion_ok = self.has_recursion() and strategy_ok and precision_ok
         if self.backprop == "recursion" and not recursion_ok:
             raise RuntimeError(
-                "backprop=recursion needs an MLP in one process at full precision; use "
+                "backprop=recursion needs a network with the δ recursion written out (mlp, "
+                "autoencoder, gan) in one process at full precision; use "
                 "backprop=auto"
             )
         return self.backprop == "recursion" or (self.backprop == "auto" and recursion_ok)

@@ -9,7 +9,6 @@ sweep directory and prints one line per job.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +26,13 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
 from handprop.cli import (
-    WRITE_ERRNOS,
     MachineError,
-    os_error,
+    as_machine_error,
     report,
     verbose_errors,
-    write_failed,
     write_json_atomic,
 )
+from handprop.rundir import is_rank_zero
 
 
 class JobsInTurn(Launcher):
@@ -74,10 +72,9 @@ class JobsInTurn(Launcher):
                     job_subdir_key="hydra.sweep.subdir",
                 )
             except OSError as e:
-                found = os_error(e)
-                if found is None or found.errno not in WRITE_ERRNOS:
+                err = as_machine_error(e, self.config.hydra.sweep.dir)
+                if not isinstance(err, MachineError):
                     raise
-                err = write_failed(found, found.filename or f"the job directory of #{idx}")
                 report(err, verbose_errors(job))
                 for cb in self.context.callbacks.callbacks:
                     if isinstance(cb, SweepSummary):
@@ -138,7 +135,7 @@ class SweepSummary(Callback):
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if os.environ.get("RANK", "0") != "0" or os.environ.get("LOCAL_RANK", "0") != "0":
+        if not is_rank_zero():
             return  # a DDP worker re-running the command: rank 0 writes the summary
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
