@@ -115,11 +115,7 @@ class Conv2dFunction(HandFunction):
         )
         ctx.save_for_forward(input, weight)
         ctx.has_bias = bias is not None
-        ctx.input_shape, ctx.weight_shape, ctx.output_shape = (
-            input.shape,
-            weight.shape,
-            output.shape,
-        )
+        ctx.input_shape, ctx.weight_shape = input.shape, weight.shape
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
@@ -155,25 +151,18 @@ class Conv2dFunction(HandFunction):
         return grad_input, grad_weight, grad_bias, None, None, None, None, None
 
     @staticmethod
-    def jvp(
-        ctx: Any, input_t: Tensor | None, weight_t: Tensor | None, bias_t: Tensor | None, *_: Any
-    ) -> Tensor:
+    def jvp(ctx: Any, input_t: Tensor, weight_t: Tensor, bias_t: Tensor | None, *_: Any) -> Tensor:
         input, weight = ctx.saved_tensors
         args = (ctx.stride, ctx.padding, ctx.dilation, ctx.groups, ctx.extra)
         unbatched = input.dim() == 3
-        # ż = conv(ẋ, W) + conv(x, Ẇ) + ḃ; a missing tangent is zero and skipped
-        z_t = None
-        if input_t is not None:
-            z_t = _conv(input_t.unsqueeze(0) if unbatched else input_t, weight, None, *args)
-        if weight_t is not None:
-            x = input.unsqueeze(0) if unbatched else input
-            term = _conv(x, weight_t, None, *args)
-            z_t = term if z_t is None else z_t + term
-        if z_t is not None and unbatched:
+        x, x_t = (input.unsqueeze(0), input_t.unsqueeze(0)) if unbatched else (input, input_t)
+        # ż = conv(ẋ, W) + conv(x, Ẇ) + ḃ (torch passes a zero tangent for an input without
+        # one; ḃ is None only where there is no bias)
+        z_t = _conv(x_t, weight, None, *args) + _conv(x, weight_t, None, *args)
+        if unbatched:
             z_t = z_t.squeeze(0)
         if bias_t is not None:  # ḃ at every position
-            b_t = bias_t.view(-1, 1, 1)
-            z_t = b_t.expand(ctx.output_shape).clone() if z_t is None else z_t + b_t
+            z_t = z_t + bias_t.view(-1, 1, 1)
         return z_t
 
 
