@@ -17,7 +17,6 @@ from torch import Tensor, nn
 
 from handprop import functional as F
 from handprop.functional.base import (
-    _check_reduction,
     _check_same_shape,
     _count,
     _legacy_reduction,
@@ -187,9 +186,7 @@ class _Loss(nn.Module):
         self, size_average: bool | None = None, reduce: bool | None = None, reduction: str = "mean"
     ) -> None:
         super().__init__()
-        if size_average is not None or reduce is not None:
-            reduction = _legacy_reduction(size_average, reduce)
-        _check_reduction(reduction)
+        reduction = _legacy_reduction(size_average, reduce, reduction)
         self.reduction = reduction
 
     def extra_repr(self) -> str:

@@ -166,9 +166,12 @@ def _check_reduction(reduction: str) -> None:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
-def _legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
-    """torch's deprecated ``size_average`` / ``reduce`` pair, mapped to ``reduction`` as torch
-    maps it, with torch's warning."""
+def _legacy_reduction(size_average: bool | None, reduce: bool | None, reduction: str) -> str:
+    """``reduction``, checked; or, where torch's deprecated ``size_average`` / ``reduce`` pair
+    is given, that pair mapped to a reduction as torch maps it, with torch's warning."""
+    if size_average is None and reduce is None:
+        _check_reduction(reduction)
+        return reduction
     size_average = True if size_average is None else size_average
     reduce = True if reduce is None else reduce
     ret = ("mean" if size_average else "sum") if reduce else "none"

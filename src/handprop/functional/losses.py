@@ -90,9 +90,7 @@ def mse_loss(
 ) -> Tensor:
     """Mean squared error ``(ŷ − y)²``, reduced. ``input`` and ``target`` the same shape.
     ``size_average`` / ``reduce``: torch's deprecated spelling of ``reduction``."""
-    if size_average is not None or reduce is not None:
-        reduction = _legacy_reduction(size_average, reduce)
-    _check_reduction(reduction)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_same_shape(input, target, "mse_loss")
     input, target = _fp32_under_autocast(input, target)
     return SquaredErrorFunction.apply(input, target, reduction, 1.0)
@@ -218,9 +216,7 @@ def binary_cross_entropy_with_logits(
 ) -> Tensor:
     """``−w [p·y log σ(z) + (1−y) log(1−σ(z))]`` from logits ``z``; same shapes, ``y`` in
     [0, 1]; ``weight`` broadcasts to ``z``, ``pos_weight`` (``p``) along its last dimension."""
-    if size_average is not None or reduce is not None:
-        reduction = _legacy_reduction(size_average, reduce)
-    _check_reduction(reduction)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_same_shape(input, target, "binary_cross_entropy_with_logits")
     input, target, weight, pos_weight = _fp32_under_autocast(input, target, weight, pos_weight)
     return BCEWithLogitsFunction.apply(input, target, reduction, weight, pos_weight)
@@ -303,9 +299,7 @@ def nll_loss(
 ) -> Tensor:
     """``−w_y ℓ_y`` from log-probabilities ``input`` (N, C, …) and class indices (N, …);
     ``weight`` (C,) per class, samples with ``target == ignore_index`` left out."""
-    if size_average is not None or reduce is not None:
-        reduction = _legacy_reduction(size_average, reduce)
-    _check_reduction(reduction)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_class_target(input, target, "nll_loss")
     input, weight = _fp32_under_autocast(input, weight)
     return NLLLossFunction.apply(input, target, reduction, weight, int(ignore_index))
@@ -467,9 +461,7 @@ def cross_entropy(
     class probabilities (same shape as ``input``): ``weight`` (C,) per class, samples with
     ``target == ignore_index`` left out, ``label_smoothing`` ε mixing in the uniform
     distribution."""
-    if size_average is not None or reduce is not None:
-        reduction = _legacy_reduction(size_average, reduce)
-    _check_reduction(reduction)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
     if target.is_floating_point():
