@@ -16,13 +16,11 @@ number.
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from handprop.guards import Diverged
 from handprop.model import HandpropModule
 
 #: Noise vectors of the fixed evaluation sample: metrics, pictures and the demo read the
@@ -51,6 +49,7 @@ class GANModule(HandpropModule):
     """
 
     LOSS = "g_loss"
+    COSTS = ("d_loss",)  # the discriminator's, beside the generator's (the base module's)
 
     def __init__(self, *args: Any, d_steps: int = 1, ema: float = 0.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -71,9 +70,6 @@ class GANModule(HandpropModule):
         eval_rng = torch.Generator().manual_seed(seed + 1)
         self.register_buffer("eval_noise", self.net.noise(EVAL_SAMPLES, eval_rng))
         self._targets: dict[int, tuple[Tensor, Tensor]] = {}  # by batch size
-        self._d_chunk: list[Tensor] = []
-        self.last_d_losses: list[float] = []  # the last chunk's discriminator costs
-        self._d_epoch_sum, self._d_epoch_steps = 0.0, 0
 
     # ---- sampling -------------------------------------------------------------------------------
     def draw_noise(self, n: int) -> Tensor:
@@ -125,7 +121,8 @@ class GANModule(HandpropModule):
         if self.scheduler_interval == "step" and self.scheduler_fn is not None:
             for sched in self.lr_schedulers():
                 sched.step()
-        self._d_chunk.append(d_losses[0] if len(d_losses) == 1 else torch.stack(d_losses).mean())
+        d_loss = d_losses[0] if len(d_losses) == 1 else torch.stack(d_losses).mean()
+        self.chunk_costs["d_loss"].append(d_loss)
         self.updates += 1
         return g_loss
 
@@ -203,34 +200,6 @@ class GANModule(HandpropModule):
     def has_recursion(self) -> bool:
         """Both networks are MLPs: each step chains their δ recursions."""
         return True
-
-    def on_train_epoch_start(self) -> None:
-        super().on_train_epoch_start()
-        self._d_epoch_sum, self._d_epoch_steps = 0.0, 0
-
-    def training_step(self, batch: Any, batch_idx: int) -> None:
-        """The base module's chunk of updates, then the discriminator's costs: one copy to
-        the host per chunk, logged at the same updates as ``train/g_loss``."""
-        first = self.updates
-        self._d_chunk = []
-        super().training_step(batch, batch_idx)
-        values = torch.stack(self._d_chunk).tolist()
-        self.last_d_losses = values  # as last_losses holds the generator's
-        for i, v in enumerate(values):
-            if not math.isfinite(v):
-                raise Diverged(first + i, v, None, self.learning_rate())
-        self._d_epoch_sum += sum(values)
-        self._d_epoch_steps += len(values)
-        if self.loggers:
-            every = self.trainer.log_every_n_steps
-            for i in range(-first % every, len(values), every):
-                self.log_scalars({"train/d_loss": values[i]}, step=first + i)
-
-    def on_train_epoch_end(self) -> None:
-        epoch_d = self._d_epoch_sum / max(self._d_epoch_steps, 1)
-        self.epoch_metrics["train/epoch_d_loss"] = epoch_d
-        self.log_scalars({"train/epoch_d_loss": epoch_d})
-        super().on_train_epoch_end()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

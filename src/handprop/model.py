@@ -68,6 +68,10 @@ class HandpropModule(L.LightningModule):
 
     #: The name of the cost each update returns: the tags ``train/loss``, ``train/epoch_loss``.
     LOSS = "loss"
+    #: Further costs an update records, one value each into ``chunk_costs[name]`` (e.g. a
+    #: GAN's discriminator cost): read to the host with the loss in one copy per chunk, checked
+    #: for divergence, logged as ``train/<name>`` and averaged as ``train/epoch_<name>``.
+    COSTS: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -118,6 +122,10 @@ class HandpropModule(L.LightningModule):
         # which must not wait for the end of a chunk of updates.
         self.after_update: Callable[[], None] | None = None
         self.last_losses: list[float] = []  # the last chunk's per-update losses
+        self.chunk_costs: dict[str, list[Tensor]] = {name: [] for name in self.COSTS}
+        self.last_costs: dict[str, list[float]] = {}  # the last chunk's, by name (COSTS)
+        self._costs_sum: dict[str, float] = dict.fromkeys(self.COSTS, 0.0)
+        self._costs_steps = 0
         self.last_finite: float | None = None  # the last update's loss, for a divergence report
         self.epoch_metrics: dict[str, float] = {}  # the last epoch's train/val values
         self._epoch_sum, self._epoch_rows = 0.0, 0
@@ -219,6 +227,7 @@ class HandpropModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_sum, self._epoch_rows = 0.0, 0
+        self._costs_sum, self._costs_steps = dict.fromkeys(self.COSTS, 0.0), 0
         if self.log_lr:  # the rate this epoch starts with
             self.log_scalars({"lr": self.learning_rate()})
 
@@ -227,6 +236,8 @@ class HandpropModule(L.LightningModule):
         batches = batch if isinstance(batch, list) else [batch]
         first = self.updates
         losses, rows = [], []
+        for costs in self.chunk_costs.values():
+            costs.clear()
         for x, y in batches:
             losses.append(self.update(x, y))
             rows.append(len(x))
@@ -236,20 +247,29 @@ class HandpropModule(L.LightningModule):
                 self.trainer.should_stop = True
                 break
         # One device-to-host copy per chunk: the divergence check, the loggers, the progress bar.
-        values = torch.stack(losses).tolist()
-        self.last_losses = values
+        series = [torch.stack(losses), *(torch.stack(c) for c in self.chunk_costs.values())]
+        values, *others = torch.stack(series).tolist() if self.COSTS else [series[0].tolist()]
+        self.last_losses, self.last_costs = values, dict(zip(self.COSTS, others, strict=True))
         for i, v in enumerate(values):
             if not math.isfinite(v):
                 lr = self.learning_rate()
                 raise Diverged(first + i, v, values[i - 1] if i else self.last_finite, lr)
+        for costs in others:
+            for i, v in enumerate(costs):
+                if not math.isfinite(v):
+                    raise Diverged(first + i, v, None, self.learning_rate())
         self.last_finite = values[-1]
         self._epoch_sum += sum(v * n for v, n in zip(values, rows, strict=False))
         self._epoch_rows += sum(rows)
-        if self.loggers:  # every log_every_n_steps-th update's loss (each costs ~50 µs)
+        for name, costs in self.last_costs.items():
+            self._costs_sum[name] += sum(costs)
+        self._costs_steps += len(values)
+        if self.loggers:  # every log_every_n_steps-th update's costs (each costs tens of µs)
             every = self.trainer.log_every_n_steps
-            tag = f"train/{self.LOSS}"
+            tags = [f"train/{self.LOSS}", *(f"train/{n}" for n in self.COSTS)]
             for i in range(-first % every, len(values), every):
-                self.log_scalars({tag: values[i]}, step=first + i)
+                row = [values[i], *(c[i] for c in others)]
+                self.log_scalars(dict(zip(tags, row, strict=True)), step=first + i)
 
     def on_train_epoch_end(self) -> None:
         """The epoch's mean training loss, validation, then the epoch-interval schedule."""
@@ -259,6 +279,8 @@ class HandpropModule(L.LightningModule):
             t = torch.tensor(epoch_loss, device=self.device)
             epoch_loss = float(self.trainer.strategy.reduce(t, reduce_op="mean"))
         row = {"epoch": self.current_epoch, f"train/epoch_{self.LOSS}": epoch_loss}
+        for name, total in self._costs_sum.items():  # (per update; COSTS run in one process)
+            row[f"train/epoch_{name}"] = total / max(self._costs_steps, 1)
         dm = self.trainer.datamodule
         if dm.has("val"):
             values = self.evaluate(*dm.split("val"))

@@ -46,7 +46,7 @@ def _watcher(snap_epochs: list[int]):  # noqa: ANN202
 
         def on_train_batch_end(self, trainer, module, *args) -> None:  # noqa: ANN001, ANN002
             self.g += module.last_losses
-            self.d += module.last_d_losses
+            self.d += module.last_costs["d_loss"]
 
         def on_train_epoch_end(self, trainer, module) -> None:  # noqa: ANN001
             dm = trainer.datamodule
