@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,3 +62,17 @@ def crash_then_resume(
 
     monkeypatch.setattr(module_class, "update", counted)
     return run(run_dir, *overrides, "ckpt_path=last"), calls
+
+
+def sweep(sweep_dir: Path, *overrides: str) -> list[dict]:
+    """``handprop-train -m OVERRIDES`` in-process into ``sweep_dir`` (no logger, no progress
+    bar); the jobs of its summary.json."""
+    from handprop.train import main
+
+    argv = ["handprop-train", "-m", *overrides, "logger=none", "progress=false"]
+    old, sys.argv = sys.argv, [*argv, f"hydra.sweep.dir={sweep_dir}"]
+    try:
+        main()
+    finally:
+        sys.argv = old
+    return json.loads((sweep_dir / "summary.json").read_text())["jobs"]

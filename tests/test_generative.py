@@ -5,14 +5,12 @@ bars of issue 14, on small sizes."""
 from __future__ import annotations
 
 import csv
-import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from runs import cfg_of, crash_then_resume, run
+from runs import cfg_of, crash_then_resume, run, sweep
 
 from handprop.build import prepare
 from handprop.checkpoint import load_module
@@ -378,17 +376,7 @@ def test_gan_covers_the_ring_on_seed_42_and_most_seeds(tmp_path: Path) -> None:
 def test_sweep_over_both_network_types(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``handprop-train -m model=gan,autoencoder``: one job per network, summary.json lists
     each one's test metrics."""
-    from handprop.train import main
-
-    sweep = tmp_path / "sweep"
-    argv = ["handprop-train", "-m", "model=gan,autoencoder", *RING[1:], "trainer.max_epochs=1"]
-    argv += ["logger=none", "progress=false", f"hydra.sweep.dir={sweep}"]
-    old, sys.argv = sys.argv, argv
-    try:
-        main()
-    finally:
-        sys.argv = old
-    jobs = json.loads((sweep / "summary.json").read_text())["jobs"]
+    jobs = sweep(tmp_path / "sweep", "model=gan,autoencoder", *RING[1:], "trainer.max_epochs=1")
     assert [j["status"] for j in jobs] == ["ok", "ok"]
     assert set(jobs[0]["metrics"]) == {f"test/{m}" for m in METRICS["generation"]}
     assert set(jobs[1]["metrics"]) == {"test/loss", "test/mse", "test/pca_mse"}

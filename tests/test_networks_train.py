@@ -6,15 +6,13 @@ quality bars of the configs as shipped. Small sizes: a few epochs each."""
 from __future__ import annotations
 
 import csv
-import json
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from runs import cfg_of, crash_then_resume, run
+from runs import cfg_of, crash_then_resume, run, sweep
 
 from handprop.build import prepare
 from handprop.checkpoint import load_module
@@ -148,17 +146,7 @@ def test_a_csv_time_series_with_a_window(tmp_path: Path) -> None:
 
 def test_a_sweep_over_both_network_types(tmp_path: Path) -> None:
     """``handprop-train -m model=cnn,rnn data=digits``: one job per network."""
-    from handprop.train import main
-
-    sweep = tmp_path / "sweep"
-    argv = ["handprop-train", "-m", "model=cnn,rnn", "data=digits", "trainer.max_epochs=1"]
-    argv += ["logger=none", "progress=false", f"hydra.sweep.dir={sweep}"]
-    old, sys.argv = sys.argv, argv
-    try:
-        main()
-    finally:
-        sys.argv = old
-    jobs = json.loads((sweep / "summary.json").read_text())["jobs"]
+    jobs = sweep(tmp_path / "sweep", "model=cnn,rnn", "data=digits", "trainer.max_epochs=1")
     assert [j["status"] for j in jobs] == ["ok", "ok"]
     assert all("test/accuracy" in j["metrics"] for j in jobs)
 
