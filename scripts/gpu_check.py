@@ -75,7 +75,7 @@ def twins(act: str, sizes: list[int], device: str, dtype: torch.dtype, seed: int
     """A handprop MLP and a torch.nn.Sequential with the same weights."""
     from torch import nn
 
-    from handprop.nn import MLP
+    from handprop.networks import MLP
 
     torch.manual_seed(seed)
     hp = MLP(sizes[0], sizes[1:-1], sizes[-1], act).to(device, dtype)

@@ -18,7 +18,7 @@ from handprop.build import prepare
 from handprop.checkpoint import load_module
 from handprop.datasets import sine
 from handprop.model import HandpropModule
-from handprop.nn import ConvNet, RecurrentNet
+from handprop.networks import ConvNet, RecurrentNet
 
 pytestmark = pytest.mark.usefixtures("restore_process_state")
 

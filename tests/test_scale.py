@@ -360,7 +360,7 @@ def twin_models(act: str, seed: int = 0):
     """A handprop MLP and the torch.nn.Sequential with the same weights."""
     from torch import nn
 
-    from handprop.nn import MLP
+    from handprop.networks import MLP
 
     torch.manual_seed(seed)
     hp = MLP(8, [16, 16], 3, act)

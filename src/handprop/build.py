@@ -31,7 +31,8 @@ from handprop.datasets import DATA_TASKS, TASKS, UNSUPERVISED, load_table
 from handprop.gan import GANModule
 from handprop.guards import AtomicCheckpointIO, Checkpoints
 from handprop.model import NETWORKS, HandpropModule
-from handprop.nn import ACTIVATIONS, CELLS, INITS, POOLS, block_pools, conv_output_size
+from handprop.networks import CELLS, POOLS, block_pools, conv_output_size
+from handprop.nn import ACTIVATIONS, INITS
 from handprop.pictures import PICTURED, Pictures
 from handprop.progress import Progress
 from handprop.task import COSTS, MONITOR, TASK_COSTS, metric_names

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from handprop.guards import Diverged
-from handprop.networks import GAN, Autoencoder
-from handprop.nn import MLP, ConvNet, Dropout, RecurrentNet
+from handprop.networks import GAN, MLP, Autoencoder, ConvNet, RecurrentNet
+from handprop.nn import Dropout
 from handprop.task import Task
 
 #: The networks a config can name, built from their keyword arguments (``network`` below).

@@ -54,7 +54,7 @@ def compute(quick: bool = False, lr: float = 0.1, sample: int = 5, seed: int = 0
     from handprop.data import Scaler
     from handprop.datasets import property_prices
     from handprop.functional import FUNCTIONS
-    from handprop.nn import MLP
+    from handprop.networks import MLP
 
     table = property_prices(300 if quick else 2000, seed=0)
     xs = Scaler.fit(table.X, "standardize")

@@ -46,7 +46,7 @@ def brute_force_cost(sizes: list[int], values_per_weight: int, flops: float = FL
     """The notes' arithmetic for a network of layer ``sizes``: its weights (checked against a
     :class:`~handprop.nn.MLP` of those sizes), then ``values^weights`` combinations and the time at
     ``flops`` combinations per second, as powers of ten (the numbers overflow floats)."""
-    from handprop.nn import MLP
+    from handprop.networks import MLP
 
     pairs = list(zip(sizes[:-1], sizes[1:], strict=True))
     weights = sum(a * b for a, b in pairs)

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from handprop.nn import ACTIVATION_RULES, ACTIVATIONS, MLP
+from handprop.networks.mlp import MLP
+from handprop.nn.layers import ACTIVATION_RULES, ACTIVATIONS
 
 __all__ = ["Autoencoder", "GAN"]
 

@@ -1,0 +1,24 @@
+"""The notes' networks, built from :mod:`handprop.nn`'s layers: the multi-layer perceptron
+(:class:`MLP`, with the δ recursion written out), the convolutional (:class:`ConvNet`) and
+recurrent (:class:`RecurrentNet`) networks, the :class:`Autoencoder` and the :class:`GAN`.
+
+The library's direction: :mod:`handprop.functional` (equations) → :mod:`handprop.nn` (modules)
+→ ``handprop.networks``. Nothing here imports the trainer (:mod:`handprop.trainer`).
+"""
+
+from handprop.networks.convolutional import POOLS, ConvNet, block_pools, conv_output_size
+from handprop.networks.generative import GAN, Autoencoder
+from handprop.networks.mlp import MLP
+from handprop.networks.recurrent import CELLS, RecurrentNet
+
+__all__ = [
+    "MLP",
+    "ConvNet",
+    "RecurrentNet",
+    "Autoencoder",
+    "GAN",
+    "POOLS",
+    "CELLS",
+    "block_pools",
+    "conv_output_size",
+]
