@@ -23,11 +23,11 @@ endif
 
 .PHONY: install install-dev train test tensorboard demo figures bench lint clean
 
-# What training needs: torch, then handprop and its dependencies (no test or sweep tools).
+# What training needs: torch, then handprop with the trainer's packages (the `train` extra).
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(TORCH_PIP)
-	$(PY) -m pip install -e .
+	$(PY) -m pip install -e ".[train]"
 	touch $@
 
 # The test tools (pytest, ruff) and the extras whose tests run too (launchers, Optuna).

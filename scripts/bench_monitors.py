@@ -21,7 +21,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_module
 
-from handprop.build import prepare
+from handprop.trainer.build import prepare
 
 
 def fit(cfg, tmp: Path) -> tuple[float, float, int]:  # noqa: ANN001
@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("extra", nargs="*", help="overrides for the monitors=on run")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
+    with initialize_config_module(config_module="handprop.trainer.conf", version_base="1.3"):
         cfgs = {
             "off": compose("train", overrides=["progress=false"]),
             "on": compose("train", overrides=["progress=false", "monitors=on", *args.extra]),

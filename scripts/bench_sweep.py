@@ -33,7 +33,7 @@ def timed(self, *a, **k):
         print("FIT_END", time.time(), flush=True)
 L.Trainer.fit = timed
 sys.argv = ["handprop-train", *sys.argv[1:]]
-from handprop.train import main
+from handprop.trainer.train import main
 main()
 """
 
@@ -51,7 +51,7 @@ def between_fits(args: list[str]) -> list[float]:
 
 def wall(args: list[str]) -> float:
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "handprop.train", *args], capture_output=True, check=True)
+    subprocess.run([sys.executable, "-m", "handprop.trainer.train", *args], capture_output=True, check=True)
     return time.perf_counter() - t
 
 

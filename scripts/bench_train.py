@@ -3,7 +3,7 @@
 For each case, four fits of the same network on the same rows, with the same Adam, learning
 rate, batch size and epochs, repetitions interleaved, medians reported:
 
-* **handprop**: ``handprop-train``'s own code path, in-process (``handprop.build.prepare`` then
+* **handprop**: ``handprop-train``'s own code path, in-process (``handprop.trainer.build.prepare`` then
   ``trainer.fit``), start-up and data preparation excluded;
 * **loop handprop.nn**: a plain PyTorch loop doing the same updates and the same per-epoch
   validation (loss and the task's metrics) with ``handprop.nn`` modules and autograd;
@@ -40,7 +40,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
 import handprop.nn as hnn
-from handprop.build import prepare
+from handprop.trainer.build import prepare
 
 
 @dataclass
@@ -126,7 +126,7 @@ def compose_case(case: Case, extra: list[str]):  # noqa: ANN201
         ]
         if not any(o.startswith("gd=") for o in overrides):
             overrides.append("gd=minibatch")
-    with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
+    with initialize_config_module(config_module="handprop.trainer.conf", version_base="1.3"):
         return compose("train", overrides=overrides)
 
 
@@ -275,13 +275,13 @@ def matrix_products_seconds(sizes: list[int], batch: int, updates: int) -> float
 # The child process of the start-up measurement: the wall-clock time of the first update.
 FIRST_UPDATE = """
 import os, sys, time
-from handprop.model import HandpropModule
+from handprop.trainer.model import HandpropModule
 def first(self, x, y):
     print("FIRST_UPDATE", time.time(), flush=True)
     os._exit(0)
 HandpropModule.update = first
 sys.argv = ["handprop-train", "logger=none", "callbacks=none", "hydra.run.dir=" + sys.argv[1]]
-from handprop.train import main
+from handprop.trainer.train import main
 main()
 """
 
@@ -308,7 +308,7 @@ def startup(reps: int) -> dict[str, float]:
             times["first update"].append(float(line[0].split()[1]) - t)
         t = time.time()
         subprocess.run(
-            [sys.executable, "-m", "handprop.train", "--help"],
+            [sys.executable, "-m", "handprop.trainer.train", "--help"],
             check=True,
             capture_output=True,
             env=env,

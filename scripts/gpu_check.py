@@ -10,7 +10,7 @@ mixed precision, throughput.
 2. Autocast on CUDA (bf16, fp16): backward inside the autocast region (how HandpropModule
    runs it) must give finite float32 gradients close to torch.nn's; backward after the
    region is reported (a known limitation of LinearFunction, see docs/scaling.md).
-3. Training, in-process through handprop-train's own code path (handprop.build.prepare, then
+3. Training, in-process through handprop-train's own code path (handprop.trainer.build.prepare, then
    trainer.fit): regression (property_prices), binary (breast_cancer), multiclass (digits),
    precision 32 and bf16-mixed; model and data tensors must be on the GPU and the training
    loss must fall. Throughput in samples/s of fit.
@@ -239,7 +239,7 @@ TASKS = [
 def check_training(device: str, epochs: int) -> None:
     from hydra import compose, initialize_config_module
 
-    from handprop.build import prepare
+    from handprop.trainer.build import prepare
 
     trainer_cfg = "gpu" if device == "cuda" else "cpu"
     section(f"training on {device} (trainer={trainer_cfg}, {epochs} epochs, in-process)")
@@ -251,7 +251,7 @@ def check_training(device: str, epochs: int) -> None:
                 continue
             what = f"{task} {precision}"
             try:
-                with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
+                with initialize_config_module(config_module="handprop.trainer.conf", version_base="1.3"):
                     cfg = compose(
                         config_name="train",
                         overrides=[

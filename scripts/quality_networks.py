@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_module
 
-from handprop.run import train
+from handprop.trainer.run import train
 
 #: name → (command-line overrides, the metric, the bar for seed 42, the bar for seeds 0-4)
 RUNS = {
@@ -31,7 +31,7 @@ RUNS = {
 
 def run(overrides: tuple[str, ...], seed: int) -> tuple[dict[str, float], float]:
     """``handprop-train OVERRIDES seed=SEED`` in a scratch directory: (metrics, seconds)."""
-    with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
+    with initialize_config_module(config_module="handprop.trainer.conf", version_base="1.3"):
         cfg = compose(
             config_name="train",
             overrides=[*overrides, f"seed={seed}", "progress=false", "logger=none"],

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
-from handprop.run import train
+from handprop.trainer.run import train
 
 
 def cfg_of(*overrides: str):  # noqa: ANN201
     """``handprop-train OVERRIDES``' config."""
-    with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
+    with initialize_config_module(config_module="handprop.trainer.conf", version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))
 
 
@@ -67,7 +67,7 @@ def crash_then_resume(
 def sweep(sweep_dir: Path, *overrides: str) -> list[dict]:
     """``handprop-train -m OVERRIDES`` in-process into ``sweep_dir`` (no logger, no progress
     bar); the jobs of its summary.json."""
-    from handprop.train import main
+    from handprop.trainer.train import main
 
     argv = ["handprop-train", "-m", *overrides, "logger=none", "progress=false"]
     old, sys.argv = sys.argv, [*argv, f"hydra.sweep.dir={sweep_dir}"]

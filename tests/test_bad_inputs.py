@@ -1,7 +1,7 @@
 """The catalogue of bad inputs: each gives one clear line, a non-zero exit, no traceback, and
 leaves no file that looks like a finished run.
 
-Every case runs the real console entry point (``handprop.train.main`` and friends) in-process
+Every case runs the real console entry point (``handprop.trainer.train.main`` and friends) in-process
 with its command line, so what is checked is exactly what a user sees on stderr.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from handprop import evaluate, predict, train
-from handprop.build import check
-from handprop.cli import CONF_DIR, GROUPS, options
+from handprop.trainer import evaluate, predict, train
+from handprop.trainer.build import check
+from handprop.trainer.cli import CONF_DIR, GROUPS, options
 
 # --------------------------------------------------------------------------------------------
 # CSV fixtures, by name: rows of cells (the first row is the header); None = special content
@@ -403,7 +403,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     ckpt = run / "checkpoints" / "best.ckpt"
     assert ckpt.is_file()
-    from handprop.datasets import property_prices
+    from handprop.trainer.datasets import property_prices
 
     t = property_prices(10, seed=1)
     prices = root / "prices.csv"
@@ -465,7 +465,7 @@ def test_every_shipped_option_composes_and_passes_the_checks() -> None:
         [f"{g}={opts[i % len(opts)]}" for g, opts in plain.items()]  # every option at least once
         for i in range(max(map(len, plain.values())))
     ] + [[f"experiment={e}"] for e in options("experiment")]
-    with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
+    with initialize_config_module(config_module="handprop.trainer.conf", version_base="1.3"):
         for overrides in runs:
             check(compose("train", overrides=overrides))
 

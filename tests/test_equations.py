@@ -61,7 +61,7 @@ def _optimizer(name: str, **override: object):  # noqa: ANN202
     from hydra import compose, initialize_config_module
     from hydra.utils import instantiate
 
-    with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
+    with initialize_config_module(config_module="handprop.trainer.conf", version_base="1.3"):
         cfg = compose("train", overrides=[f"optimizer={name}"]).optimizer
     return cfg, instantiate(cfg)
 
@@ -131,8 +131,8 @@ def test_optimizer_step_is_the_documented_rule(name: str, override: dict) -> Non
 # Section 8: standardisation and normalisation, fitted on the training rows only
 # --------------------------------------------------------------------------------------------
 def test_scaler_is_the_documented_formula() -> None:
-    from handprop.data import Scaler, TabularDataModule
-    from handprop.datasets import property_prices
+    from handprop.trainer.data import Scaler, TabularDataModule
+    from handprop.trainer.datasets import property_prices
 
     x = np.array([[1.0, 10.0, 5.0], [2.0, 30.0, 5.0], [6.0, 20.0, 5.0]])
     std = Scaler.fit(x, "standardize")(x)

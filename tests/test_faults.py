@@ -24,11 +24,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import handprop.evaluate
-import handprop.predict
-import handprop.train
-from handprop.checkpoint import load_module
-from handprop.rundir import LOCK, RunLock, clear_run, previous_run
+import handprop.trainer.evaluate
+import handprop.trainer.predict
+import handprop.trainer.train
+from handprop.trainer.checkpoint import load_module
+from handprop.trainer.rundir import LOCK, RunLock, clear_run, previous_run
 
 PY = sys.executable
 TINY = ["data.n_samples=300", "progress=false"]
@@ -38,7 +38,7 @@ FULL = "no space left on device while writing"
 def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PL_", "HYDRA_FULL"))}
     return subprocess.run(
-        [PY, "-m", "handprop.train", *args],
+        [PY, "-m", "handprop.trainer.train", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -124,7 +124,7 @@ def test_a_full_disk_is_one_line_and_leaves_the_last_checkpoint(
             r = cli(*args)
             code, err = r.returncode, r.stderr
         else:
-            code, err = run_main(handprop.train.main, args), capsys.readouterr().err
+            code, err = run_main(handprop.trainer.train.main, args), capsys.readouterr().err
         line = one_error_line(err)
         assert code == 1, err
         assert line.startswith(f"error: {FULL} {run}/"), line
@@ -147,7 +147,7 @@ def test_a_disk_out_of_files(
     tmp_path: Path, inodes: int, first_refused: str, capsys: pytest.CaptureFixture
 ) -> None:
     with small_disk(tmp_path / "disk", 64, inodes=inodes) as disk:
-        assert run_main(handprop.train.main, [*TINY, f"hydra.run.dir={disk / 'run'}"]) == 1
+        assert run_main(handprop.trainer.train.main, [*TINY, f"hydra.run.dir={disk / 'run'}"]) == 1
         line = one_error_line(capsys.readouterr().err)
         assert line == f"error: {FULL} {disk / 'run' / first_refused}"
 
@@ -161,7 +161,7 @@ def test_a_sweep_job_that_fills_the_disk_fails_alone(
         sweep = disk / "sweep"
         args = ["-m", *TINY, "logger=none", "trainer.max_epochs=2"]
         code = run_main(
-            handprop.train.main,
+            handprop.trainer.train.main,
             [*args, "model.hidden=[512,512],[5]", f"hydra.sweep.dir={sweep}"],
         )
         out = capsys.readouterr()
@@ -184,11 +184,11 @@ def test_a_sweep_on_a_full_disk_and_a_bad_sweep_override_are_one_line(
         with suppress(OSError):  # fill it to the last block
             (disk / "filler").write_bytes(b"x" * 16 * 1024)
         sweep = disk / "sweep"
-        code = run_main(handprop.train.main, ["-m", *TINY, f"hydra.sweep.dir={sweep}"])
+        code = run_main(handprop.trainer.train.main, ["-m", *TINY, f"hydra.sweep.dir={sweep}"])
         assert code == 1
         line = one_error_line(capsys.readouterr().err)
         assert line in (f"error: {FULL} into {sweep}", f"error: {FULL} {sweep / 'multirun.yaml'}")
-    code = run_main(handprop.train.main, ["-m", "no_such_key=1,2", f"hydra.sweep.dir={tmp_path}"])
+    code = run_main(handprop.trainer.train.main, ["-m", "no_such_key=1,2", f"hydra.sweep.dir={tmp_path}"])
     assert code == 1
     assert "no_such_key" in one_error_line(capsys.readouterr().err)
     assert "HYDRA_FULL_ERROR" not in os.environ  # the user's setting is back
@@ -209,7 +209,7 @@ def test_a_job_whose_directory_cannot_be_made_fails_alone(
     monkeypatch.setattr(Path, "mkdir", refuse_job_0)
     sweep = tmp_path / "sweep"
     args = ["-m", *TINY, "logger=none", "trainer.max_epochs=1", "seed=1,2"]
-    code = run_main(handprop.train.main, [*args, f"hydra.sweep.dir={sweep}"])
+    code = run_main(handprop.trainer.train.main, [*args, f"hydra.sweep.dir={sweep}"])
     out = capsys.readouterr()
     assert code == 1, out.err  # the sweep ran to its end, then says that a job failed
     assert one_error_line(out.err).startswith(f"error: {FULL} {sweep}/0_")
@@ -284,7 +284,7 @@ def test_each_writer_on_a_full_disk_gives_one_line(
     run = tmp_path / "run"
     with full_disk_at(pattern):
         code = run_main(
-            handprop.train.main,
+            handprop.trainer.train.main,
             ["data.n_samples=100", "trainer.max_epochs=2", *extra, f"hydra.run.dir={run}"],
         )
     line = one_error_line(capsys.readouterr().err)
@@ -299,7 +299,7 @@ def test_each_writer_on_a_full_disk_gives_one_line(
 def test_the_traceback_on_request(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"
     with full_disk_at("*/.hydra/config.yaml.tmp"):
-        code = run_main(handprop.train.main, ["verbose=true", f"hydra.run.dir={run}"])
+        code = run_main(handprop.trainer.train.main, ["verbose=true", f"hydra.run.dir={run}"])
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" in err and f"error: {FULL} {run}/.hydra/config.yaml" in err
 
@@ -309,7 +309,7 @@ def test_error_json_on_a_full_disk_too(tmp_path: Path, capsys: pytest.CaptureFix
     the run's own error."""
     run = tmp_path / "run"
     with full_disk_at("*/error.json.tmp"):
-        code = run_main(handprop.train.main, ["optimizer.lr=-1", f"hydra.run.dir={run}"])
+        code = run_main(handprop.trainer.train.main, ["optimizer.lr=-1", f"hydra.run.dir={run}"])
     assert code == 2
     assert "optimizer.lr" in one_error_line(capsys.readouterr().err)
     assert not (run / "error.json").exists() and not list(run.rglob("*.tmp"))
@@ -319,7 +319,7 @@ def test_error_json_on_a_full_disk_too(tmp_path: Path, capsys: pytest.CaptureFix
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("faults") / "run"
     args = [*TINY, "trainer.max_epochs=1", "logger=none", f"hydra.run.dir={run}"]
-    assert run_main(handprop.train.main, args) == 0
+    assert run_main(handprop.trainer.train.main, args) == 0
     return run / "checkpoints" / "best.ckpt"
 
 
@@ -328,7 +328,7 @@ def test_predictions_and_eval_metrics_on_a_full_disk(
     tmp_path: Path,
     capsys: pytest.CaptureFixture,
 ) -> None:
-    from handprop.datasets import property_prices
+    from handprop.trainer.datasets import property_prices
 
     t = property_prices(5, seed=1)
     features = tmp_path / "in.csv"
@@ -337,8 +337,8 @@ def test_predictions_and_eval_metrics_on_a_full_disk(
     )
     out, metrics = tmp_path / "out.csv", tmp_path / "eval.json"
     cases = [
-        (handprop.predict.main, [f"input={features}", f"output={out}"], out),
-        (handprop.evaluate.main, [f"output={metrics}"], metrics),
+        (handprop.trainer.predict.main, [f"input={features}", f"output={out}"], out),
+        (handprop.trainer.evaluate.main, [f"output={metrics}"], metrics),
     ]
     for entry, args, path in cases:
         with full_disk_at(f"{path}.tmp"):
@@ -352,7 +352,7 @@ def test_a_full_disk_at_the_sweep_summary(tmp_path: Path, capsys: pytest.Capture
     sweep = tmp_path / "sweep"
     args = ["-m", *TINY, "logger=none", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}"]
     with full_disk_at("*/summary.json.tmp"):
-        code = run_main(handprop.train.main, args)
+        code = run_main(handprop.trainer.train.main, args)
     assert code == 1
     assert one_error_line(capsys.readouterr().err) == f"error: {FULL} {sweep / 'summary.json'}"
     assert not list(sweep.glob("*.tmp"))
@@ -387,7 +387,7 @@ def test_two_runs_one_directory_kill_and_overwrite(
     run = tmp_path / "run"
     args = [*TINY, "callbacks.checkpoint.every_seconds=0", f"hydra.run.dir={run}"]
     first = subprocess.Popen(
-        [PY, "-m", "handprop.train", *args, "trainer.max_epochs=100000"],
+        [PY, "-m", "handprop.trainer.train", *args, "trainer.max_epochs=100000"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -396,19 +396,19 @@ def test_two_runs_one_directory_kill_and_overwrite(
         while time.time() < deadline and not (run / "checkpoints" / "last.ckpt").exists():
             assert first.poll() is None, "the first run ended before its first checkpoint"
             time.sleep(0.05)
-        assert run_main(handprop.train.main, [*args, "ckpt_path=last"]) == 2
+        assert run_main(handprop.trainer.train.main, [*args, "ckpt_path=last"]) == 2
         line = one_error_line(capsys.readouterr().err)
         assert line.startswith(f"error: {run} is in use by another run (pid {first.pid})")
     finally:
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
-    assert run_main(handprop.train.main, args) == 2
+    assert run_main(handprop.trainer.train.main, args) == 2
     assert one_error_line(capsys.readouterr().err) == (
         f"error: {run} holds an interrupted run (checkpoints, no metrics.json): add "
         "ckpt_path=last to continue it, overwrite=true to replace it, or choose another "
         "hydra.run.dir"
     )
-    assert run_main(handprop.train.main, [*args, "trainer.max_epochs=2", "overwrite=true"]) == 0
+    assert run_main(handprop.trainer.train.main, [*args, "trainer.max_epochs=2", "overwrite=true"]) == 0
     events = list((run / "tb").glob("events.out.tfevents.*"))
     assert events and all(f".{first.pid}." not in p.name for p in events)  # only the new run's
     metrics = json.loads((run / "metrics.json").read_text())
@@ -416,7 +416,7 @@ def test_two_runs_one_directory_kill_and_overwrite(
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == metrics["global_step"]  # the new run's, not the killed one's
     capsys.readouterr()
-    assert run_main(handprop.train.main, args) == 2
+    assert run_main(handprop.trainer.train.main, args) == 2
     assert "holds a finished run (metrics.json)" in one_error_line(capsys.readouterr().err)
 
 
@@ -425,7 +425,7 @@ def test_overwrite_cannot_delete_what_it_resumes(
 ) -> None:
     run = tmp_path / "run"
     code = run_main(
-        handprop.train.main, ["overwrite=true", "ckpt_path=last", f"hydra.run.dir={run}"]
+        handprop.trainer.train.main, ["overwrite=true", "ckpt_path=last", f"hydra.run.dir={run}"]
     )
     assert code == 2
     assert "overwrite=true would delete the checkpoint" in one_error_line(capsys.readouterr().err)

@@ -12,11 +12,11 @@ import pytest
 import torch
 from runs import cfg_of, crash_then_resume, run, sweep
 
-from handprop.build import prepare
-from handprop.checkpoint import load_module
+from handprop.trainer.build import prepare
+from handprop.trainer.checkpoint import load_module
 from handprop.networks import GAN, Autoencoder
 from handprop.nn import BCEWithLogitsLoss, MSELoss
-from handprop.task import METRICS
+from handprop.trainer.task import METRICS
 
 # Small and fast: 2000 ring rows (1400 train) in batches of 64, 4 epochs.
 RING = (
@@ -213,7 +213,7 @@ def test_autoencoder_metrics_and_tensorboard(ae_run) -> None:
     _, images = scalars_and_images(d / "tb")
     assert set(images) == {"reconstructions", "code"}  # digits are images; the code is 2-D
     assert len(images["code"]) == m["epochs"]
-    from handprop.evaluate import evaluate
+    from handprop.trainer.evaluate import evaluate
 
     again = evaluate(str(d / "checkpoints" / "best.ckpt"), "test", str(d / "eval.json"))
     assert again == pytest.approx({k: v for k, v in m.items() if k.startswith("test/")})
@@ -222,7 +222,7 @@ def test_autoencoder_metrics_and_tensorboard(ae_run) -> None:
 def test_autoencoder_predict_writes_code_and_reconstruction(ae_run, tmp_path: Path) -> None:
     from sklearn.datasets import load_digits
 
-    from handprop.predict import predict
+    from handprop.trainer.predict import predict
 
     d, _ = ae_run
     model = load_module(d / "checkpoints" / "best.ckpt")
@@ -249,8 +249,8 @@ def test_autoencoder_predict_writes_code_and_reconstruction(ae_run, tmp_path: Pa
 
 
 def test_gan_samples_and_eval_from_the_checkpoint(gan_run, tmp_path: Path) -> None:
-    from handprop.evaluate import evaluate
-    from handprop.predict import predict
+    from handprop.trainer.evaluate import evaluate
+    from handprop.trainer.predict import predict
 
     d, m = gan_run
     ckpt = str(d / "checkpoints" / "best.ckpt")
@@ -311,7 +311,7 @@ def test_gan_resume_after_a_crash_is_bit_identical(
     uninterrupted run: both networks, both optimizers, the running average and the training
     noise's generator all travel in the checkpoint. (tests/test_reliability.py kills a real
     process with SIGKILL; the state restored is the same.)"""
-    from handprop.gan import GANModule
+    from handprop.trainer.gan import GANModule
 
     args = (*RING, "trainer.max_epochs=6", "callbacks.checkpoint.every_seconds=0", "logger=none")
     full = run(tmp_path / "full", *args)

@@ -15,11 +15,11 @@ from hydra import compose, initialize_config_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import handprop.nn as hnn
-import handprop.train
-from handprop import run
-from handprop.build import build_datamodule, build_module, plan, resolve_task
-from handprop.lr_find import smooth, suggest
-from handprop.monitors import Monitors, histogram
+import handprop.trainer.train
+from handprop.trainer import run
+from handprop.trainer.build import build_datamodule, build_module, plan, resolve_task
+from handprop.trainer.lr_find import smooth, suggest
+from handprop.trainer.monitors import Monitors, histogram
 
 QUANTITIES = ("weight_grad_norm", "bias_grad_norm", "delta_mean_abs", "update_ratio")
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("restore_process_state")
 
 
 def compose_cfg(*overrides: str):
-    with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
+    with initialize_config_module(config_module="handprop.trainer.conf", version_base="1.3"):
         return compose(config_name="train", overrides=["progress=false", *overrides])
 
 
@@ -210,7 +210,7 @@ def test_bad_settings_give_one_line(args, fragments, tmp_path, capfd, monkeypatc
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     monkeypatch.setattr(sys, "argv", ["handprop-train", *args, f"hydra.run.dir={tmp_path}"])
     with pytest.raises(SystemExit) as e:
-        handprop.train.main()
+        handprop.trainer.train.main()
     err = capfd.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert e.value.code == 2 and len(lines) == 1 and "Traceback" not in err, err

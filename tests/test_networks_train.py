@@ -14,10 +14,10 @@ import pytest
 import torch
 from runs import cfg_of, crash_then_resume, run, sweep
 
-from handprop.build import prepare
-from handprop.checkpoint import load_module
-from handprop.datasets import sine
-from handprop.model import HandpropModule
+from handprop.trainer.build import prepare
+from handprop.trainer.checkpoint import load_module
+from handprop.trainer.datasets import sine
+from handprop.trainer.model import HandpropModule
 from handprop.networks import ConvNet, RecurrentNet
 
 pytestmark = pytest.mark.usefixtures("restore_process_state")
@@ -106,8 +106,8 @@ def test_each_network_learns_and_logs_on_the_update_axis(runs) -> None:
 
 @pytest.mark.parametrize("name", ["cnn", "sine"])
 def test_eval_and_predict_reproduce_the_test_metrics(runs, name: str, tmp_path: Path) -> None:
-    from handprop.evaluate import evaluate
-    from handprop.predict import predict
+    from handprop.trainer.evaluate import evaluate
+    from handprop.trainer.predict import predict
 
     d, m = runs[name]
     ckpt = d / "checkpoints" / "best.ckpt"

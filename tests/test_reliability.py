@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from handprop.checkpoint import load_module
+from handprop.trainer.checkpoint import load_module
 
 PY = sys.executable
 TINY = ["data.n_samples=300", "logger=none"]
@@ -26,7 +26,7 @@ def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
-        [PY, "-m", "handprop.train", *args],
+        [PY, "-m", "handprop.trainer.train", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -74,7 +74,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> Non
     full, killed = tmp_path / "full", tmp_path / "killed"
     assert cli(*args, f"hydra.run.dir={full}").returncode == 0
     proc = subprocess.Popen(
-        [PY, "-m", "handprop.train", *args, f"hydra.run.dir={killed}"],
+        [PY, "-m", "handprop.trainer.train", *args, f"hydra.run.dir={killed}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -122,7 +122,7 @@ def test_planted_checkpoint_is_refused_without_running(tmp_path: Path) -> None:
     ops = [(op.name, arg) for op, arg, _ in pickletools.genops(data)]
     assert any(name in ("GLOBAL", "STACK_GLOBAL") for name, _ in ops)
     assert any("system" in str(arg) for _, arg in ops)
-    for entry in ("handprop.evaluate", "handprop.predict"):
+    for entry in ("handprop.trainer.evaluate", "handprop.trainer.predict"):
         r = subprocess.run(
             [
                 PY,
@@ -191,11 +191,11 @@ def test_sweep_survives_a_bad_value_and_a_divergence(tmp_path: Path) -> None:
 def test_same_seed_same_metrics(args: list[str], tmp_path: Path) -> None:
     from hydra import compose, initialize_config_module
 
-    from handprop.run import train
+    from handprop.trainer.run import train
 
     results = []
     for i in range(2):
-        with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
+        with initialize_config_module(config_module="handprop.trainer.conf", version_base="1.3"):
             cfg = compose(
                 "train", overrides=[*args, "trainer.max_epochs=3", "logger=none", "seed=7"]
             )

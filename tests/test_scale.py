@@ -25,7 +25,7 @@ import pytest
 import torch
 import yaml
 
-from handprop.data import TensorBatches
+from handprop.trainer.data import TensorBatches
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA = torch.cuda.is_available()
@@ -314,8 +314,8 @@ def test_ddp_only_rank_0_writes(ddp_runs):
 
 
 def test_eval_and_predict_work_from_the_ddp_checkpoint(ddp_runs):
-    from handprop.build import build_datamodule
-    from handprop.checkpoint import load_module
+    from handprop.trainer.build import build_datamodule
+    from handprop.trainer.checkpoint import load_module
 
     run, tmp = ddp_runs["ddp"], ddp_runs["tmp"]
     best = run / "checkpoints" / "best.ckpt"
@@ -447,9 +447,9 @@ def test_bf16_mixed_training_matches_float32_closely(ddp_runs):
 def test_gpu_holds_data_and_model(tmp_path, trainer):
     from hydra import compose, initialize_config_module
 
-    from handprop.build import prepare
+    from handprop.trainer.build import prepare
 
-    with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
+    with initialize_config_module(config_module="handprop.trainer.conf", version_base="1.3"):
         cfg = compose(
             config_name="train",
             overrides=[
@@ -606,11 +606,11 @@ def test_lr_scaling_uses_the_global_batch_under_ddp():
     takes gd.batch_size rows, so B = gd.batch_size × processes."""
     from hydra import compose, initialize_config_module
 
-    from handprop.build import build_datamodule, build_module, plan
+    from handprop.trainer.build import build_datamodule, build_module, plan
 
     lrs = {}
     for name, extra in (("one", []), ("ddp", ["trainer=ddp", "trainer.devices=2"])):
-        with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
+        with initialize_config_module(config_module="handprop.trainer.conf", version_base="1.3"):
             cfg = compose(
                 "train",
                 overrides=["data.n_samples=200", "gd.batch_size=16", "gd.lr_scaling=true", *extra],
@@ -625,8 +625,8 @@ def test_lr_scaling_uses_the_global_batch_under_ddp():
 def test_evaluation_is_not_sharded(monkeypatch):
     """Under DDP every rank evaluates every row (the model evaluates whole splits from the data
     module: no row dropped for equal shards), while training batches are sharded."""
-    from handprop.data import TabularDataModule, TensorBatches
-    from handprop.datasets import property_prices
+    from handprop.trainer.data import TabularDataModule, TensorBatches
+    from handprop.trainer.datasets import property_prices
 
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)

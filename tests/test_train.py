@@ -1,7 +1,7 @@
 """handprop-train end to end: real (tiny) training runs in temporary directories.
 
 Most runs compose the config in-process (``hydra.compose``) and call
-:func:`handprop.run.train`. The command line is tested through the installed commands in
+:func:`handprop.trainer.run.train`. The command line is tested through the installed commands in
 subprocesses (sweeps, eval / predict, ``--help``, a few bad inputs) and, where many cases
 share it, through the console entry points called in-process with their argv (bad inputs).
 """
@@ -22,12 +22,12 @@ import torch
 from hydra import compose, initialize_config_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import handprop.evaluate
-import handprop.predict
-import handprop.train
-from handprop.build import build_datamodule, build_module, plan, resolve_task
-from handprop.datasets import DATA_TASKS
-from handprop.run import train
+import handprop.trainer.evaluate
+import handprop.trainer.predict
+import handprop.trainer.train
+from handprop.trainer.build import build_datamodule, build_module, plan, resolve_task
+from handprop.trainer.datasets import DATA_TASKS
+from handprop.trainer.run import train
 
 # Small and fast: property_prices with 300 rows → 210 training rows, 45 val, 45 test.
 FAST = ("data.n_samples=300", "trainer.max_epochs=2")
@@ -48,7 +48,7 @@ pytestmark = pytest.mark.usefixtures("restore_process_state")
 
 
 def compose_cfg(*overrides: str):
-    with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
+    with initialize_config_module(config_module="handprop.trainer.conf", version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))
 
 
@@ -426,7 +426,7 @@ def test_eval_and_predict_reproduce_test_metrics(tmp_path, capfd, overrides, rea
             done = pool.map(lambda c: run_cli([*cli(c[0]), *c[1]], cwd=tmp_path), calls)
             results = [(r.returncode, r.stderr) for r in done]
     else:
-        entry = {"evaluate": handprop.evaluate.main, "predict": handprop.predict.main}
+        entry = {"evaluate": handprop.trainer.evaluate.main, "predict": handprop.trainer.predict.main}
         results = []
         for module, args in calls:
             capfd.readouterr()
@@ -583,7 +583,7 @@ def test_bad_input_gives_one_line_and_status_2(bad_cases, name, capfd, monkeypat
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     capfd.readouterr()
     code = run_main(
-        handprop.train.main, [*args, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"]
+        handprop.trainer.train.main, [*args, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"]
     )
     err = capfd.readouterr().err
     check_error_line(err, fragments)
@@ -647,7 +647,7 @@ def test_same_seed_same_metrics(tmp_path, overrides):
 # 10. --help
 # --------------------------------------------------------------------------------------------
 def test_help_lists_the_config_groups(tmp_path):
-    r = run_cli([sys.executable, "-m", "handprop.train", "--help"], cwd=tmp_path, timeout=60)
+    r = run_cli([sys.executable, "-m", "handprop.trainer.train", "--help"], cwd=tmp_path, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     out = r.stdout
@@ -750,8 +750,8 @@ def test_recursion_and_autograd_train_alike(tmp_path):
 def test_preprocessing_is_fitted_on_the_training_rows_only(tmp_path):
     """The validation and test rows of this CSV are 1000x larger than the training rows: a
     scaler fitted on all rows would have a mean and a spread set by them."""
-    from handprop.data import TabularDataModule
-    from handprop.datasets import read_csv
+    from handprop.trainer.data import TabularDataModule
+    from handprop.trainer.datasets import read_csv
 
     rows = [[float(i % 7), float(i % 5), float(i % 3)] for i in range(100)]
     path = write_csv(tmp_path / "d.csv", ["a", "b", "y"], rows)
@@ -789,7 +789,7 @@ def test_metrics_are_those_of_the_best_weights(tmp_path):
     assert metrics["val/loss"] == pytest.approx(min(val), rel=1e-6)
     cfg = compose_cfg("data.n_samples=300")
     dm = build_datamodule(cfg, "regression")
-    from handprop.checkpoint import load_module
+    from handprop.trainer.checkpoint import load_module
 
     best, last = (
         load_module(run / "checkpoints" / "best.ckpt"),
@@ -806,7 +806,7 @@ def test_last_checkpoint_after_the_first_epoch_then_on_the_interval(
 ):
     """last.ckpt: at the end of the first epoch, then once every_seconds have passed (checked at
     epoch ends), and when training ends."""
-    from handprop.guards import Checkpoints
+    from handprop.trainer.guards import Checkpoints
 
     calls = []
     save = Checkpoints.save
@@ -840,10 +840,10 @@ def test_progress_lines_without_a_terminal(tmp_path, capsys, monkeypatch):
     the latest losses and the time left."""
     import functools
 
-    import handprop.build
-    from handprop.progress import Progress
+    import handprop.trainer.build
+    from handprop.trainer.progress import Progress
 
-    monkeypatch.setattr(handprop.build, "Progress", functools.partial(Progress, every_seconds=0))
+    monkeypatch.setattr(handprop.trainer.build, "Progress", functools.partial(Progress, every_seconds=0))
     run_train(tmp_path / "run", *FAST, "progress=true", "steps_per_call=auto")
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.startswith("epoch ")]
@@ -940,7 +940,7 @@ def test_tensorboard_hparams_show_every_task_metrics(task_runs, tmp_path):
 
 
 def test_resume_past_max_epochs_is_one_line(tmp_path):
-    from handprop.cli import ConfigError
+    from handprop.trainer.cli import ConfigError
 
     run_train(tmp_path / "run", *FAST)
     with pytest.raises(ConfigError, match=r"has trained 2 epochs.*trainer.max_epochs=2 or more"):
@@ -952,7 +952,7 @@ def test_a_checkpoint_counts_the_epochs_it_has_trained(tmp_path, monkeypatch):
     count (what the resume check reports) is the number finished, mid-run and at the end."""
     import shutil
 
-    from handprop.guards import Checkpoints
+    from handprop.trainer.guards import Checkpoints
 
     counts = []
     save = Checkpoints.save
@@ -978,7 +978,7 @@ def test_tensorboard_checksums_are_computed_in_c_and_unchanged(tmp_path, monkeyp
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as slow
     from tensorboard.summary.writer import record_writer
 
-    from handprop.build import masked_crc32c, prepare
+    from handprop.trainer.build import masked_crc32c, prepare
 
     monkeypatch.setattr(record_writer, "masked_crc32c", slow)  # as a fresh process has it
     prepare(compose_cfg(*FAST, "logger=csv"), tmp_path / "csv")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from handprop import evaluate, predict, train
-from handprop.cli import GROUPS, closest_key, options
+from handprop.trainer import evaluate, predict, train
+from handprop.trainer.cli import GROUPS, closest_key, options
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -134,7 +134,7 @@ def _read(path: Path) -> list[list[str]]:
 def test_predict_reads_features_by_name_and_copies_other_columns(
     checkpoint: Path, tmp_path: Path
 ) -> None:
-    from handprop.datasets import property_prices
+    from handprop.trainer.datasets import property_prices
 
     t = property_prices(6, seed=3)
     names = t.feature_names
@@ -161,7 +161,7 @@ def test_predict_reads_features_by_name_and_copies_other_columns(
 def test_predict_needs_every_feature_column_and_says_which(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from handprop.datasets import property_prices
+    from handprop.trainer.datasets import property_prices
 
     names = property_prices(2, seed=0).feature_names
     inp = _write(tmp_path / "in.csv", names[1:], [[1, 2, 3]])

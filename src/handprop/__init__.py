@@ -4,7 +4,7 @@
   ``torch.nn.functional``).
 * :mod:`handprop.nn` — modules built on them (drop-in for ``torch.nn``) and the ``MLP``.
 
-The trainer (Lightning + Hydra) lives in :mod:`handprop.train`; it is imported only when used,
+The trainer (Lightning + Hydra) lives in :mod:`handprop.trainer.train`; it is imported only when used,
 so ``import handprop`` stays as light as torch itself.
 """
 

@@ -3,7 +3,7 @@
 Each demo runs on a CPU in seconds, prints a short table and writes PNG figures, ``table.md``,
 ``caption.md`` and ``results.json`` into its output directory. They use the package itself:
 the Functions' hand-written backward passes, :class:`handprop.nn.MLP` and its init schemes,
-the data sets and :class:`handprop.data.Scaler`, and the trainer's Hydra configs and builders.
+the data sets and :class:`handprop.trainer.data.Scaler`, and the trainer's Hydra configs and builders.
 
 Each demo module has four parts: ``compute(quick=False, ...)`` runs the experiment and returns
 its numbers as plain data (what ``results.json`` holds); ``tables(results)``,

@@ -23,18 +23,18 @@ from typing import Any
 def _builders() -> Any:
     """The module with the trainer's builders (``build_datamodule``, ``plan``,
     ``build_module``, ``steps_per_call``), imported when a demo first needs it."""
-    from handprop import build
+    from handprop.trainer import build
 
     return build
 
 
 def compose(*overrides: str):  # noqa: ANN201
-    """The trainer's config (``handprop/conf/train.yaml``) with Hydra overrides applied, as
+    """The trainer's config (``handprop/trainer/conf/train.yaml``) with Hydra overrides applied, as
     ``handprop-train OVERRIDES`` would see it."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
-    with initialize_config_module(version_base="1.3", config_module="handprop.conf"):
+    with initialize_config_module(version_base="1.3", config_module="handprop.trainer.conf"):
         return hydra_compose("train", overrides=list(overrides))
 
 
@@ -42,10 +42,10 @@ def build(cfg: Any, table: Any = None):  # noqa: ANN201
     """Data module and LightningModule as ``handprop-train`` builds them for a regression
     ``cfg`` (the demos that build by hand all regress; seeded the same way, so one seed is one
     initialisation). ``table`` replaces the config's data set by a regression
-    :class:`~handprop.datasets.Table` (split and scaled by the same module)."""
+    :class:`~handprop.trainer.datasets.Table` (split and scaled by the same module)."""
     import torch
 
-    from handprop.data import TabularDataModule
+    from handprop.trainer.data import TabularDataModule
 
     builders = _builders()
     torch.manual_seed(cfg.seed)
@@ -76,7 +76,7 @@ def loss_function(model: Any) -> Any:
 
 def train_run(cfg: Any, run_dir: Path) -> dict[str, float]:
     """``handprop-train`` itself on ``cfg``, writing into ``run_dir``; its final metrics."""
-    from handprop.run import train
+    from handprop.trainer.run import train
 
     return train(cfg, run_dir)
 
@@ -94,7 +94,7 @@ def train_logged(cfg: Any) -> tuple[dict[str, float], list[dict[str, float]], di
 
     from omegaconf import OmegaConf
 
-    from handprop.checkpoint import load_module
+    from handprop.trainer.checkpoint import load_module
 
     with tempfile.TemporaryDirectory(prefix="handprop-demo-") as tmp:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -113,7 +113,7 @@ def train_logged(cfg: Any) -> tuple[dict[str, float], list[dict[str, float]], di
 
 
 def fit_trainer(cfg: Any, run_dir: Path, callbacks: tuple = ()) -> Any:
-    """``handprop-train``'s own objects for ``cfg`` (:func:`handprop.build.prepare`), fitted by
+    """``handprop-train``'s own objects for ``cfg`` (:func:`handprop.trainer.build.prepare`), fitted by
     its Lightning trainer with ``callbacks`` added (to watch the training), the best weights
     put back as ``handprop-train`` does; returns the run (``datamodule``, ``module``,
     ``trainer``, ``plan``)."""
@@ -121,8 +121,8 @@ def fit_trainer(cfg: Any, run_dir: Path, callbacks: tuple = ()) -> Any:
     import io
     import warnings
 
-    from handprop.build import prepare
-    from handprop.guards import Checkpoints
+    from handprop.trainer.build import prepare
+    from handprop.trainer.guards import Checkpoints
 
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
@@ -138,9 +138,9 @@ def fit_trainer(cfg: Any, run_dir: Path, callbacks: tuple = ()) -> Any:
 
 def pca(train: Any, rows: Any, k: int) -> tuple[Any, Any]:
     """The first ``k`` principal components of ``rows`` and their reconstruction, by PCA
-    fitted on ``train``: :meth:`handprop.task.Task.fit_pca`, the one the trainer compares the
+    fitted on ``train``: :meth:`handprop.trainer.task.Task.fit_pca`, the one the trainer compares the
     autoencoder with."""
-    from handprop.task import Task
+    from handprop.trainer.task import Task
 
     task = Task("reconstruction", x_shift=[0.0] * train.shape[1], pca_components=k)
     task.fit_pca(train)
@@ -197,7 +197,7 @@ def fit(
     stop_if_diverged: bool = True,
 ) -> History:
     """Mini-batch gradient descent the trainer's way: batches from
-    :class:`handprop.data.TensorBatches` (a fresh seeded shuffle per epoch), forward, loss,
+    :class:`handprop.trainer.data.TensorBatches` (a fresh seeded shuffle per epoch), forward, loss,
     backward through handprop's Functions, ``optimizer.step()``; an epoch scheduler steps
     after each epoch (``ReduceLROnPlateau`` on the validation loss, as ``scheduler=plateau``).
 
@@ -207,7 +207,7 @@ def fit(
     """
     import torch
 
-    from handprop.data import TensorBatches
+    from handprop.trainer.data import TensorBatches
 
     X, y = train
     batches = TensorBatches(X, y, batch_size, shuffle=shuffle, seed=seed)

@@ -51,8 +51,8 @@ def compute(quick: bool = False, lr: float = 0.1, sample: int = 5, seed: int = 0
     import torch
 
     from handprop import functional as F
-    from handprop.data import Scaler
-    from handprop.datasets import property_prices
+    from handprop.trainer.data import Scaler
+    from handprop.trainer.datasets import property_prices
     from handprop.functional import FUNCTIONS
     from handprop.networks import MLP
 

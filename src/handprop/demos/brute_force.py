@@ -84,7 +84,7 @@ def compute(
     import torch
 
     from handprop import functional as F
-    from handprop.datasets import property_prices
+    from handprop.trainer.datasets import property_prices
 
     sizes = parse_layers(layers)
     table = property_prices(n_samples=300 if quick else 2000, seed=0)

@@ -5,7 +5,7 @@
 then an MLP head 512-128-10 with dropout. Each filter is the notes' neuron ``z = Σ w x + b``
 with its 9 weights shared over every position of the image, so the first layer learns 32
 small pictures (its filters) and turns a digit into 32 maps of where each one matches. The
-demo trains it with the trainer's own objects (:func:`handprop.build.prepare`, the best
+demo trains it with the trainer's own objects (:func:`handprop.trainer.build.prepare`, the best
 weights restored) and shows the first layer's filters and one test digit's feature maps after
 each block.
 """

@@ -1,6 +1,6 @@
 """The notes' student example: eight students, one network, many epochs.
 
-Study hours, sleep hours and quiz score → exam score (``handprop.datasets.students(8)``), the
+Study hours, sleep hours and quiz score → exam score (``handprop.trainer.datasets.students(8)``), the
 notes' cost ``½(y − ŷ)²``, batch gradient descent: in each epoch the *same* weights predict
 every row, the costs of the eight rows are averaged, and the weights are updated once.
 

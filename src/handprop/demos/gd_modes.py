@@ -60,8 +60,8 @@ def compute(quick: bool = False, lr: float = 0.2) -> dict:
     import torch
 
     from handprop import functional as F
-    from handprop.datasets import Table as DataTable
-    from handprop.datasets import property_prices
+    from handprop.trainer.datasets import Table as DataTable
+    from handprop.trainer.datasets import property_prices
 
     epochs = 6 if quick else 15
     start = (-1.0, 2.0)  # (w, b): far from the minimum, so the paths have somewhere to go

@@ -2,7 +2,7 @@
 
 1. The 4-5-1 network on property prices with plain SGD from a deliberately high rate (0.4),
    under each of the trainer's schedules (``conf/scheduler``: none, step, exponential, cosine,
-   inverse_sqrt = :class:`handprop.model.InverseSqrtLR`, plateau): the rate per epoch and the
+   inverse_sqrt = :class:`handprop.trainer.model.InverseSqrtLR`, plateau): the rate per epoch and the
    cost it gives.
 2. The linear scaling rule (``gd.lr_scaling=true``: ``lr × B / 32``): the same number of epochs
    at batch sizes 8…512, with one fixed rate and with the scaled rate.
@@ -129,7 +129,7 @@ def tables(r: dict) -> list[Table]:
             "lr (scaled)",
             "train cost (scaled)",
         ],
-        note="gd.lr_scaling=true multiplies the rate by B / 32 (handprop.build.plan). "
+        note="gd.lr_scaling=true multiplies the rate by B / 32 (handprop.trainer.build.plan). "
         "A B-times bigger batch makes B times fewer updates; a B-times bigger step makes up "
         "for it — while the step stays below the stability limit.",
     )

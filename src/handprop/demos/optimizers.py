@@ -36,8 +36,8 @@ def _ravine(vectors: bool = False):  # noqa: ANN202
     import torch
 
     from handprop import functional as F
-    from handprop.data import Scaler
-    from handprop.datasets import property_prices
+    from handprop.trainer.data import Scaler
+    from handprop.trainer.datasets import property_prices
 
     t = property_prices(600, seed=42)
     scaler = Scaler.fit(t.X[:, :2], "normalize")

@@ -4,7 +4,7 @@ The notes: scaling the inputs "helps avoid biased weight updates, speeds up conv
 improves accuracy". Raw inputs range from ~1 (bedrooms) to ~4000 (area in sq ft), so one
 learning rate cannot suit every weight: small enough for the area weight is far too small
 for the rest. Each scheme is ``data.preprocessing=none|standardize|normalize`` (the data
-module's :class:`~handprop.data.Scaler`, fitted on the training rows), the 4-5-1 network,
+module's :class:`~handprop.trainer.data.Scaler`, fitted on the training rows), the 4-5-1 network,
 batch gradient descent with plain SGD, and — to be fair to raw inputs — each scheme gets the
 best learning rate from a grid of powers of ten. A second run uses the trainer's defaults
 (Adam, mini-batch 32).

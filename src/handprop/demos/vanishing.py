@@ -61,7 +61,7 @@ def orders(delta: list[float]) -> float:
 def compute(quick: bool = False) -> dict:
     import torch
 
-    from handprop.data import TensorBatches
+    from handprop.trainer.data import TensorBatches
 
     epochs = 12 if quick else 30
     n = 1000 if quick else 2000

@@ -5,7 +5,7 @@
   from the code; trained to reproduce its input (``task=reconstruction``).
 * :class:`GAN` — "GANs: image generation, adversarial model": a generator MLP turns noise
   into a sample, a discriminator MLP tells samples from real rows (a logit); trained against
-  each other (:class:`handprop.gan.GANModule`).
+  each other (:class:`handprop.trainer.gan.GANModule`).
 
 Both run on the hand-written Functions: autograd through them, or the δ recursion of
 :meth:`MLP.backprop` chained from one MLP into the next (:meth:`MLP.forward_kept`,

@@ -119,7 +119,7 @@ class MLP(nn.Module):
             record: when given, called with ``("activation", l, a_l)`` for each hidden
                 layer and ``("delta", l, δ_l)`` for each layer as the recursion computes it
                 (``l`` counts the Linear layers from 0 at the input side): what
-                :mod:`handprop.monitors` reads. The tensors are not modified afterwards.
+                :mod:`handprop.trainer.monitors` reads. The tensors are not modified afterwards.
 
         Returns:
             ``C`` (a 0-dim tensor, not part of any graph). Every parameter's ``.grad`` is

@@ -1,9 +1,9 @@
 """handprop's sweep launcher where Hydra finds launchers (classes defined in the
 ``hydra_plugins`` namespace): ``hydra/launcher=in_turn``, the default. The code is
-:class:`handprop.sweep.JobsInTurn`."""
+:class:`handprop.trainer.sweep.JobsInTurn`."""
 
-from handprop import sweep
+from handprop.trainer import sweep
 
 
 class JobsInTurn(sweep.JobsInTurn):
-    """:class:`handprop.sweep.JobsInTurn`, registered with Hydra."""
+    """:class:`handprop.trainer.sweep.JobsInTurn`, registered with Hydra."""

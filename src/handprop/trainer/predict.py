@@ -25,7 +25,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from handprop.cli import ConfigError, call_reporting, run_cli, writing
+from handprop.trainer.cli import ConfigError, call_reporting, run_cli, writing
 
 
 def predict(
@@ -39,8 +39,8 @@ def predict(
     (atomically); return its path."""
     import torch
 
-    from handprop.checkpoint import load_module
-    from handprop.datasets import read_features
+    from handprop.trainer.checkpoint import load_module
+    from handprop.trainer.datasets import read_features
 
     out = Path(output)
     if not out.parent.is_dir():  # before any work, not after it

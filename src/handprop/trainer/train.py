@@ -1,7 +1,7 @@
 """``handprop-train``: the command line of a training run.
 
 Thin on purpose: Hydra composes the config, and every failure becomes one line. Building and
-running the pieces is :mod:`handprop.build` and :mod:`handprop.run`, imported only when a run
+running the pieces is :mod:`handprop.trainer.build` and :mod:`handprop.trainer.run`, imported only when a run
 starts, so that ``--help`` and ``--cfg`` answer before torch and Lightning are loaded.
 """
 
@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from handprop.cli import (
+from handprop.trainer.cli import (
     ConfigError,
     MachineError,
     as_machine_error,
@@ -27,7 +27,7 @@ from handprop.cli import (
     verbose_errors,
     write_json_atomic,
 )
-from handprop.rundir import is_rank_zero, write_hydra_files
+from handprop.trainer.rundir import is_rank_zero, write_hydra_files
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -38,7 +38,7 @@ def _hydra_main(cfg: DictConfig) -> dict | float | None:
     try:
         if is_rank_zero():  # Hydra's .hydra/ files (hydra.output_subdir is null: see rundir)
             write_hydra_files(run_dir, cfg, hc)
-        from handprop.run import train
+        from handprop.trainer.run import train
 
         metrics = train(cfg, run_dir)
         if target:

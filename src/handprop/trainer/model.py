@@ -18,13 +18,13 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from handprop.guards import Diverged
+from handprop.trainer.guards import Diverged
 from handprop.networks import GAN, MLP, Autoencoder, ConvNet, RecurrentNet
 from handprop.nn import Dropout
-from handprop.task import Task
+from handprop.trainer.task import Task
 
 #: The networks a config can name, built from their keyword arguments (``network`` below).
-#: A GAN trains by its own alternating updates: :class:`handprop.gan.GANModule`.
+#: A GAN trains by its own alternating updates: :class:`handprop.trainer.gan.GANModule`.
 NETWORKS: dict[str, type[torch.nn.Module]] = {
     "mlp": MLP,
     "autoencoder": Autoencoder,
@@ -47,7 +47,7 @@ class HandpropModule(L.LightningModule):
     Args:
         network: the network's name in :data:`NETWORKS` and its keyword arguments, e.g.
             ``{"name": "mlp", "in_features": 4, "hidden_features": [5], "out_features": 1}``.
-        task: :class:`~handprop.task.Task`'s keyword arguments (name, cost, preprocessing).
+        task: :class:`~handprop.trainer.task.Task`'s keyword arguments (name, cost, preprocessing).
         columns: ``features``, ``target`` and ``classes`` names, for prediction files.
         config: the run's whole config (evaluation, prediction and the HParams view use it).
         optimizer: a partial ``torch.optim`` constructor taking the parameters.
@@ -61,7 +61,7 @@ class HandpropModule(L.LightningModule):
         backprop: ``recursion`` (:meth:`MLP.backprop`, the δ recursion written out),
             ``autograd`` (``C.backward()`` through the Functions) or ``auto``: the recursion
             where it applies (an MLP, one process, float32), autograd elsewhere.
-        monitors: :class:`~handprop.monitors.Monitors`' keyword arguments (``every_n``,
+        monitors: :class:`~handprop.trainer.monitors.Monitors`' keyword arguments (``every_n``,
             ``histograms``) to log per-layer gradients, δ, update ratios and dead units
             every ``every_n`` updates; None: off.
     """
@@ -109,7 +109,7 @@ class HandpropModule(L.LightningModule):
         self.backprop, self.log_lr = backprop, log_lr
         self.monitors = None
         if monitors:  # (imported here: it loads TensorBoard, which the rest does not need)
-            from handprop.monitors import Monitors
+            from handprop.trainer.monitors import Monitors
 
             self.monitors = Monitors(**monitors)
         self.by_recursion = False  # decided in on_fit_start
@@ -118,7 +118,7 @@ class HandpropModule(L.LightningModule):
         self.gradient_views: list[tuple[Tensor, Tensor]] = []
         self.updates = 0  # optimiser updates so far
         self.epochs_done = 0  # epochs finished so far (Lightning's epoch is an index mid-run)
-        # Called after every update when set: the progress bar's tick (handprop.progress),
+        # Called after every update when set: the progress bar's tick (handprop.trainer.progress),
         # which must not wait for the end of a chunk of updates.
         self.after_update: Callable[[], None] | None = None
         self.last_losses: list[float] = []  # the last chunk's per-update losses

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from handprop.datasets import DataError, Table
+from handprop.trainer.datasets import DataError, Table
 
 PREPROCESSING = ("standardize", "normalize", "none")
 
@@ -68,7 +68,7 @@ class TensorBatches:
 
     With ``steps_per_call=K`` each item is a list of up to K consecutive batches, gathered with
     one index per chunk and split into views: the model then makes K optimiser steps in one
-    Lightning step (see :class:`handprop.model.HandpropModule`). ``len()`` counts items.
+    Lightning step (see :class:`handprop.trainer.model.HandpropModule`). ``len()`` counts items.
     """
 
     def __init__(
@@ -168,7 +168,7 @@ def split_indices(
 
 
 class TabularDataModule(L.LightningDataModule):
-    """Splits a :class:`~handprop.datasets.Table`, fits the scaler on the training rows only,
+    """Splits a :class:`~handprop.trainer.datasets.Table`, fits the scaler on the training rows only,
     and serves training batches as index slices of device-resident tensors.
 
     ``pooled_scaling``: one shift and scale for all the columns (:class:`Scaler`'s ``pooled``),

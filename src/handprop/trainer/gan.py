@@ -1,6 +1,6 @@
 """Training a GAN: the generator and the discriminator, each by its own optimizer, in turns.
 
-:class:`GANModule` is a :class:`~handprop.model.HandpropModule` whose :meth:`~GANModule.update`
+:class:`GANModule` is a :class:`~handprop.trainer.model.HandpropModule` whose :meth:`~GANModule.update`
 is the adversarial algorithm (Goodfellow et al., 2014, Algorithm 1, with the non-saturating
 generator cost): everything else — the chunked training step, the update axis of every logged
 scalar, checkpoints, resuming, progress — is the base module's.
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from handprop.model import HandpropModule
+from handprop.trainer.model import HandpropModule
 
 #: Noise vectors of the fixed evaluation sample: metrics, pictures and the demo read the
 #: generator's output on the same noise at every epoch.
@@ -93,7 +93,7 @@ class GANModule(HandpropModule):
     @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor) -> dict[str, float]:
         """The GAN's metrics on one split's real rows ``x`` and the fixed evaluation sample
-        (:meth:`handprop.task.Task.generation_metrics`)."""
+        (:meth:`handprop.trainer.task.Task.generation_metrics`)."""
         fake = self.sample(self.eval_noise)
         return self.task.generation_metrics(
             self.net.discriminate(x), self.net.discriminate(fake), x, fake

@@ -12,7 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from handprop.cli import (
+from handprop.trainer.cli import (
     ConfigError,
     call_reporting,
     format_table,
@@ -36,8 +36,8 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None) -> 
     returned."""
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split={split} is not one of train, val, test")
-    from handprop.build import build_datamodule
-    from handprop.checkpoint import load_module
+    from handprop.trainer.build import build_datamodule
+    from handprop.trainer.checkpoint import load_module
 
     model = load_module(ckpt_path)
     cfg = OmegaConf.create(model.hparams["config"])

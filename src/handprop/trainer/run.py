@@ -16,11 +16,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 from torch.utils.tensorboard.summary import hparams
 
-from handprop import lr_find
-from handprop.build import hparams_summary, prepare
-from handprop.checkpoint import read_checkpoint
-from handprop.cli import ConfigError, format_table, write_json_atomic
-from handprop.guards import Checkpoints, Diverged
+from handprop.trainer import lr_find
+from handprop.trainer.build import hparams_summary, prepare
+from handprop.trainer.checkpoint import read_checkpoint
+from handprop.trainer.cli import ConfigError, format_table, write_json_atomic
+from handprop.trainer.guards import Checkpoints, Diverged
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """Tabular data sets as plain numpy tables: the notes' examples, scikit-learn's bundled sets
 and the user's own CSV. Nothing here downloads anything.
 
-Each loader returns a :class:`Table`; :mod:`handprop.data` splits, scales and batches it.
+Each loader returns a :class:`Table`; :mod:`handprop.trainer.data` splits, scales and batches it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from handprop.cli import UserError
+from handprop.trainer.cli import UserError
 
 __all__ = [
     "Table",

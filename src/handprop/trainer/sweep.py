@@ -25,14 +25,14 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from handprop.cli import (
+from handprop.trainer.cli import (
     MachineError,
     as_machine_error,
     report,
     verbose_errors,
     write_json_atomic,
 )
-from handprop.rundir import is_rank_zero
+from handprop.trainer.rundir import is_rank_zero
 
 
 class JobsInTurn(Launcher):

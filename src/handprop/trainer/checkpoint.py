@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from handprop.cli import ConfigError
-from handprop.model import HandpropModule
+from handprop.trainer.cli import ConfigError
+from handprop.trainer.model import HandpropModule
 
 #: The hyper-parameters HandpropModule needs to rebuild itself.
 REQUIRED = ("network", "task", "config")
@@ -49,8 +49,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_module(path: str | Path) -> HandpropModule:
     """The trained :class:`HandpropModule` in a checkpoint (a
-    :class:`~handprop.gan.GANModule` for a GAN), in eval mode on the CPU."""
-    from handprop.build import module_class
+    :class:`~handprop.trainer.gan.GANModule` for a GAN), in eval mode on the CPU."""
+    from handprop.trainer.build import module_class
 
     ckpt = read_checkpoint(path)
     hp = ckpt["hyper_parameters"]

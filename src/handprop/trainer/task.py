@@ -27,7 +27,7 @@ from torchmetrics.functional.classification import (
 
 import handprop.nn as hnn
 from handprop import functional as F
-from handprop.datasets import TASKS
+from handprop.trainer.datasets import TASKS
 
 #: The costs by the name a config gives them (``task.loss``).
 COSTS: dict[str, type[nn.Module]] = {

@@ -273,7 +273,7 @@ def check_composes(config_name: str, argv: list[str]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
+    with initialize_config_module(config_module="handprop.trainer.conf", version_base="1.3"):
         try:
             compose(config_name, overrides=list(argv))
             return
@@ -300,7 +300,7 @@ def render_help(config_name: str, overrides: list[str]) -> str:
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf, open_dict
 
-    with initialize_config_module(config_module="handprop.conf", version_base="1.3"):
+    with initialize_config_module(config_module="handprop.trainer.conf", version_base="1.3"):
         cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     text = cfg.hydra.help.template
     with open_dict(cfg):
@@ -347,7 +347,7 @@ def run_cli(hydra_main: Callable[[], Any], config_name: str) -> None:
 def run_sweep(hydra_main: Callable[[], Any]) -> None:
     """A sweep, with what fails in Hydra's own code reported in one line too.
 
-    A job's failure is the job's (one line, the sweep goes on: see ``handprop.train``); what
+    A job's failure is the job's (one line, the sweep goes on: see ``handprop.trainer.train``); what
     fails outside any job (the sweeper's ``multirun.yaml`` on a full disk, a bad override)
     Hydra would print as a traceback or a few lines. With ``HYDRA_FULL_ERROR=1`` it raises
     instead, and the error is reported here: a refused write as one line naming the path,

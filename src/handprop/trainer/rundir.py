@@ -26,7 +26,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from handprop.cli import (
+from handprop.trainer.cli import (
     ConfigError,
     UserError,
     exit_status,

@@ -27,9 +27,9 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from handprop.build import prepare
-from handprop.cli import ConfigError, write_json_atomic
-from handprop.guards import Diverged
+from handprop.trainer.build import prepare
+from handprop.trainer.cli import ConfigError, write_json_atomic
+from handprop.trainer.guards import Diverged
 
 #: The smoothing of the recorded loss: an exponential moving average, bias-corrected.
 BETA = 0.98

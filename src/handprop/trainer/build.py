@@ -3,7 +3,7 @@
 Flow: :func:`check` (every constraint on a setting, declared once in :data:`CHECKS`) →
 :func:`plan` (every value derived from the config, computed once) → :func:`build_datamodule`,
 :func:`build_module`, :func:`build_trainer`. :func:`prepare` does all of it; the run itself
-(fit, evaluate, write) is :func:`handprop.run.train`.
+(fit, evaluate, write) is :func:`handprop.trainer.run.train`.
 """
 
 from __future__ import annotations
@@ -25,17 +25,17 @@ from lightning.pytorch import callbacks as cb
 from lightning.pytorch import loggers
 from omegaconf import DictConfig, OmegaConf
 
-from handprop.cli import ConfigError, verbose_errors
-from handprop.data import PREPROCESSING, TabularDataModule
-from handprop.datasets import DATA_TASKS, TASKS, UNSUPERVISED, load_table
-from handprop.gan import GANModule
-from handprop.guards import AtomicCheckpointIO, Checkpoints
-from handprop.model import NETWORKS, HandpropModule
+from handprop.trainer.cli import ConfigError, verbose_errors
+from handprop.trainer.data import PREPROCESSING, TabularDataModule
+from handprop.trainer.datasets import DATA_TASKS, TASKS, UNSUPERVISED, load_table
+from handprop.trainer.gan import GANModule
+from handprop.trainer.guards import AtomicCheckpointIO, Checkpoints
+from handprop.trainer.model import NETWORKS, HandpropModule
 from handprop.networks import CELLS, POOLS, block_pools, conv_output_size
 from handprop.nn import ACTIVATIONS, INITS
-from handprop.pictures import PICTURED, Pictures
-from handprop.progress import Progress
-from handprop.task import COSTS, MONITOR, TASK_COSTS, metric_names
+from handprop.trainer.pictures import PICTURED, Pictures
+from handprop.trainer.progress import Progress
+from handprop.trainer.task import COSTS, MONITOR, TASK_COSTS, metric_names
 
 # --------------------------------------------------------------------------------------------
 # Every constraint on a setting, declared once (as scikit-learn's _parameter_constraints)
