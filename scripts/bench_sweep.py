@@ -51,7 +51,9 @@ def between_fits(args: list[str]) -> list[float]:
 
 def wall(args: list[str]) -> float:
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "handprop.trainer.train", *args], capture_output=True, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "handprop.trainer.train", *args], capture_output=True, check=True
+    )
     return time.perf_counter() - t
 
 

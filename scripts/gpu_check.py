@@ -251,7 +251,9 @@ def check_training(device: str, epochs: int) -> None:
                 continue
             what = f"{task} {precision}"
             try:
-                with initialize_config_module(config_module="handprop.trainer.conf", version_base="1.3"):
+                with initialize_config_module(
+                    config_module="handprop.trainer.conf", version_base="1.3"
+                ):
                     cfg = compose(
                         config_name="train",
                         overrides=[

@@ -188,7 +188,9 @@ def test_a_sweep_on_a_full_disk_and_a_bad_sweep_override_are_one_line(
         assert code == 1
         line = one_error_line(capsys.readouterr().err)
         assert line in (f"error: {FULL} into {sweep}", f"error: {FULL} {sweep / 'multirun.yaml'}")
-    code = run_main(handprop.trainer.train.main, ["-m", "no_such_key=1,2", f"hydra.sweep.dir={tmp_path}"])
+    code = run_main(
+        handprop.trainer.train.main, ["-m", "no_such_key=1,2", f"hydra.sweep.dir={tmp_path}"]
+    )
     assert code == 1
     assert "no_such_key" in one_error_line(capsys.readouterr().err)
     assert "HYDRA_FULL_ERROR" not in os.environ  # the user's setting is back
@@ -408,7 +410,10 @@ def test_two_runs_one_directory_kill_and_overwrite(
         "ckpt_path=last to continue it, overwrite=true to replace it, or choose another "
         "hydra.run.dir"
     )
-    assert run_main(handprop.trainer.train.main, [*args, "trainer.max_epochs=2", "overwrite=true"]) == 0
+    assert (
+        run_main(handprop.trainer.train.main, [*args, "trainer.max_epochs=2", "overwrite=true"])
+        == 0
+    )
     events = list((run / "tb").glob("events.out.tfevents.*"))
     assert events and all(f".{first.pid}." not in p.name for p in events)  # only the new run's
     metrics = json.loads((run / "metrics.json").read_text())

@@ -14,11 +14,11 @@ import pytest
 import torch
 from runs import cfg_of, crash_then_resume, run, sweep
 
+from handprop.networks import ConvNet, RecurrentNet
 from handprop.trainer.build import prepare
 from handprop.trainer.checkpoint import load_module
 from handprop.trainer.datasets import sine
 from handprop.trainer.model import HandpropModule
-from handprop.networks import ConvNet, RecurrentNet
 
 pytestmark = pytest.mark.usefixtures("restore_process_state")
 

@@ -151,6 +151,8 @@ def test_the_wheel_declares_torch_and_numpy_and_the_trainer_as_an_extra(wheel: P
     assert core == ["numpy", "torch"], requires
     extras = set(msg.get_all("Provides-Extra"))
     assert {"train", "scale", "optuna", "dev"} <= extras
-    train = {r.split(";")[0].split(">")[0].split("<")[0] for r in requires if 'extra == "train"' in r}
+    train = {
+        r.split(";")[0].split(">")[0].split("<")[0] for r in requires if 'extra == "train"' in r
+    }
     assert {"lightning", "hydra-core", "tensorboard", "torchmetrics", "scikit-learn"} <= train
     assert {"matplotlib"} <= train

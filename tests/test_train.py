@@ -426,7 +426,10 @@ def test_eval_and_predict_reproduce_test_metrics(tmp_path, capfd, overrides, rea
             done = pool.map(lambda c: run_cli([*cli(c[0]), *c[1]], cwd=tmp_path), calls)
             results = [(r.returncode, r.stderr) for r in done]
     else:
-        entry = {"evaluate": handprop.trainer.evaluate.main, "predict": handprop.trainer.predict.main}
+        entry = {
+            "evaluate": handprop.trainer.evaluate.main,
+            "predict": handprop.trainer.predict.main,
+        }
         results = []
         for module, args in calls:
             capfd.readouterr()
@@ -647,7 +650,9 @@ def test_same_seed_same_metrics(tmp_path, overrides):
 # 10. --help
 # --------------------------------------------------------------------------------------------
 def test_help_lists_the_config_groups(tmp_path):
-    r = run_cli([sys.executable, "-m", "handprop.trainer.train", "--help"], cwd=tmp_path, timeout=60)
+    r = run_cli(
+        [sys.executable, "-m", "handprop.trainer.train", "--help"], cwd=tmp_path, timeout=60
+    )
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     out = r.stdout
@@ -843,7 +848,9 @@ def test_progress_lines_without_a_terminal(tmp_path, capsys, monkeypatch):
     import handprop.trainer.build
     from handprop.trainer.progress import Progress
 
-    monkeypatch.setattr(handprop.trainer.build, "Progress", functools.partial(Progress, every_seconds=0))
+    monkeypatch.setattr(
+        handprop.trainer.build, "Progress", functools.partial(Progress, every_seconds=0)
+    )
     run_train(tmp_path / "run", *FAST, "progress=true", "steps_per_call=auto")
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.startswith("epoch ")]
@@ -940,7 +947,7 @@ def test_tensorboard_hparams_show_every_task_metrics(task_runs, tmp_path):
 
 
 def test_resume_past_max_epochs_is_one_line(tmp_path):
-    from handprop.trainer.cli import ConfigError
+    from handprop.trainer.errors import ConfigError
 
     run_train(tmp_path / "run", *FAST)
     with pytest.raises(ConfigError, match=r"has trained 2 epochs.*trainer.max_epochs=2 or more"):

@@ -51,10 +51,10 @@ def compute(quick: bool = False, lr: float = 0.1, sample: int = 5, seed: int = 0
     import torch
 
     from handprop import functional as F
-    from handprop.trainer.data import Scaler
-    from handprop.trainer.datasets import property_prices
     from handprop.functional import FUNCTIONS
     from handprop.networks import MLP
+    from handprop.trainer.data import Scaler
+    from handprop.trainer.datasets import property_prices
 
     table = property_prices(300 if quick else 2000, seed=0)
     xs = Scaler.fit(table.X, "standardize")

@@ -44,13 +44,15 @@ def _entry(module: str, command: str) -> Callable[[], None]:
         if missing:
             print(
                 f"error: {command} needs the trainer's packages ({', '.join(missing)} "
-                "missing): pip install \"handprop[train]\"",
+                'missing): pip install "handprop[train]"',
                 file=sys.stderr,
             )
             raise SystemExit(2)
         importlib.import_module(module).main()
 
-    main.__doc__ = f"Console entry point of ``{command}``: {module}.main, once its packages are there."
+    main.__doc__ = (
+        f"Console entry point of ``{command}``: {module}.main, once its packages are there."
+    )
     return main
 
 

@@ -25,14 +25,15 @@ from lightning.pytorch import callbacks as cb
 from lightning.pytorch import loggers
 from omegaconf import DictConfig, OmegaConf
 
-from handprop.trainer.cli import ConfigError, verbose_errors
+from handprop.networks import CELLS, POOLS, block_pools, conv_output_size
+from handprop.nn import ACTIVATIONS, INITS
+from handprop.trainer.cli import verbose_errors
 from handprop.trainer.data import PREPROCESSING, TabularDataModule
 from handprop.trainer.datasets import DATA_TASKS, TASKS, UNSUPERVISED, load_table
+from handprop.trainer.errors import ConfigError
 from handprop.trainer.gan import GANModule
 from handprop.trainer.guards import AtomicCheckpointIO, Checkpoints
 from handprop.trainer.model import NETWORKS, HandpropModule
-from handprop.networks import CELLS, POOLS, block_pools, conv_output_size
-from handprop.nn import ACTIVATIONS, INITS
 from handprop.trainer.pictures import PICTURED, Pictures
 from handprop.trainer.progress import Progress
 from handprop.trainer.task import COSTS, MONITOR, TASK_COSTS, metric_names
@@ -521,6 +522,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, p: Plan) -> L.Trainer:
         callbacks.append(Progress())
     if cfg.logger.name == "tensorboard" and cfg.model.name in PICTURED:
         callbacks.append(Pictures())
+    extra = user_callbacks(cfg.callbacks.extra)
+    callbacks += extra
     logger: Any = False
     if cfg.logger.name == "tensorboard":
         fast_tensorboard_checksums()
@@ -545,7 +548,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, p: Plan) -> L.Trainer:
             default_root_dir=str(run_dir),
             logger=logger,
             callbacks=callbacks,
-            enable_checkpointing=bool(ck.enabled),
+            # Lightning refuses a user's ModelCheckpoint when checkpointing is off
+            enable_checkpointing=bool(ck.enabled)
+            or any(isinstance(c, cb.ModelCheckpoint) for c in extra),
             enable_model_summary=False,
             num_sanity_val_steps=0,
             limit_val_batches=0,  # the module validates the whole split at each epoch's end
@@ -555,6 +560,30 @@ def build_trainer(cfg: DictConfig, run_dir: Path, p: Plan) -> L.Trainer:
     except (MisconfigurationException, ValueError, TypeError) as e:
         # Lightning's own check of a trainer.* value (precision, devices, strategy, …).
         raise ConfigError(f"trainer: {' '.join(str(e).split())}") from None
+
+
+def user_callbacks(extra: DictConfig) -> list[L.Callback]:
+    """``callbacks.extra``: the user's own Lightning callbacks, each ``name: {_target_: ...,
+    ...}`` built by Hydra's ``instantiate``; a bad entry is one line naming it."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    built = []
+    for name, spec in (extra or {}).items():
+        where = f"callbacks.extra.{name}"
+        if not isinstance(spec, DictConfig) or "_target_" not in spec:
+            raise ConfigError(
+                f"{where} needs a _target_: the callback's class, e.g. "
+                "lightning.pytorch.callbacks.LearningRateMonitor"
+            )
+        try:
+            callback = instantiate(spec)
+        except InstantiationException as e:
+            raise ConfigError(f"{where}: {' '.join(str(e).split())}") from None
+        if not isinstance(callback, L.Callback):
+            raise ConfigError(f"{where}: {spec._target_} is not a Lightning Callback")
+        built.append(callback)
+    return built
 
 
 def set_threads(num_threads: int | str | None, batch_size: int, net: torch.nn.Module) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from handprop.trainer.cli import ConfigError
+from handprop.trainer.errors import ConfigError
 from handprop.trainer.model import HandpropModule
 
 #: The hyper-parameters HandpropModule needs to rebuild itself.

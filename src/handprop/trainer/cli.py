@@ -1,20 +1,28 @@
-"""What the three commands share: one-line errors, config-group checks, JSON output.
+"""What the commands share: their config groups and checks of the command line, reporting a
+failure in one line, and the text table of metrics.
 
 Imports nothing heavy: ``handprop-train --help`` must answer before torch is loaded.
 """
 
 from __future__ import annotations
 
-import errno
-import json
 import os
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from handprop.trainer.errors import (
+    ConfigError,
+    MachineError,
+    UserError,
+    as_machine_error,
+    exit_status,
+    is_known,
+    os_error,
+)
 
 CONF_DIR = Path(__file__).parent / "conf"
 GROUPS = (
@@ -32,86 +40,6 @@ GROUPS = (
     "experiment",
     "hparams_search",
 )
-
-
-class UserError(Exception):
-    """A mistake the user can fix (bad setting, bad data, a diverging run): reported as one
-    line, without a traceback."""
-
-
-class ConfigError(UserError, ValueError):
-    """A bad config value; the message names the key and what is allowed, in one line."""
-
-
-class MachineError(Exception):
-    """The machine refused a write (a full disk, a read-only or vanished folder, no
-    permission): reported as one line naming the path and the cause, status 1."""
-
-
-#: OS errors that only a write gets: the machine refused it, whoever wrote.
-WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
-
-
-def is_user_error(err: BaseException) -> bool:
-    from omegaconf.errors import MissingMandatoryValue
-
-    return isinstance(err, UserError | MissingMandatoryValue)
-
-
-def is_known(err: BaseException) -> bool:
-    """A failure reported as one line without a traceback: the user's or the machine's."""
-    return is_user_error(err) or isinstance(err, MachineError)
-
-
-def exit_status(err: BaseException) -> int:
-    """2 for a mistake the user can fix in the command, 1 for anything else."""
-    return 2 if is_user_error(err) else 1
-
-
-def os_error(err: BaseException | None) -> OSError | None:
-    """The OSError behind ``err``: itself or one in its chain of causes (torch reports a
-    failed write to a file object as a RuntimeError whose context is the OSError)."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, OSError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def write_failed(err: OSError, path: str | Path, doing: str = "writing") -> MachineError:
-    """``no space left on device while writing <path>``."""
-    reason = os.strerror(err.errno) if err.errno else str(err)
-    return MachineError(f"{reason[:1].lower()}{reason[1:]} while {doing} {path}")
-
-
-def as_machine_error(err: BaseException, where: str | Path) -> BaseException:
-    """``err`` as a :class:`MachineError` when an OS error that refuses writes caused it. A
-    write whose error carries no file name (TensorBoard's writer thread) is named by the
-    folder it wrote into, ``where``."""
-    found = os_error(err)
-    if is_known(err) or found is None or found.errno not in WRITE_ERRNOS:
-        return err
-    machine = write_failed(found, found.filename or f"into {where}")
-    machine.__cause__ = err  # verbose=true shows where it came from
-    return machine
-
-
-@contextmanager
-def writing(path: str | Path, tmp: Path | None = None, doing: str = "writing") -> Iterator[None]:
-    """Any failure inside: ``tmp`` removed, and an OS error raised as a :class:`MachineError`
-    naming ``path`` (``<cause> while <doing> <path>``)."""
-    try:
-        yield
-    except BaseException as e:
-        if tmp is not None:
-            with suppress(OSError):
-                tmp.unlink(missing_ok=True)
-        found = os_error(e)
-        if found is None or isinstance(e, MachineError):
-            raise
-        raise write_failed(found, path, doing) from e
 
 
 def options(group: str) -> list[str]:
@@ -392,21 +320,6 @@ def _quiet_writer_threads(args: Any) -> None:
         "tensorboard."
     ):
         threading.__excepthook__(args)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``path`` via ``<path>.tmp`` and a rename, so no reader sees half a file; a failed
-    write leaves the old file (or none), no ``.tmp``, and raises a :class:`MachineError`."""
-    tmp = path.with_name(path.name + ".tmp")
-    with writing(path, tmp):
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON atomically (see :func:`write_text_atomic`)."""
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:

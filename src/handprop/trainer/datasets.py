@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from handprop.trainer.cli import UserError
+from handprop.trainer.errors import UserError
 
 __all__ = [
     "Table",

@@ -12,13 +12,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from handprop.trainer.cli import (
-    ConfigError,
-    call_reporting,
-    format_table,
-    run_cli,
-    write_json_atomic,
-)
+from handprop.trainer.cli import call_reporting, format_table, run_cli
+from handprop.trainer.errors import ConfigError
+from handprop.trainer.files import write_json_atomic
 
 
 def default_output(ckpt_path: str) -> Path:

@@ -13,7 +13,8 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from handprop.trainer.cli import UserError, writing
+from handprop.trainer.errors import UserError
+from handprop.trainer.files import writing
 
 
 class Diverged(UserError, RuntimeError):
@@ -40,7 +41,7 @@ class Diverged(UserError, RuntimeError):
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to ``<name>.tmp``, then renamed over ``<name>``: a crash leaves
     the old checkpoint or the new one, never half of one. A failed write (a full disk) removes
-    the ``.tmp`` and raises a :class:`~handprop.trainer.cli.MachineError` naming the checkpoint."""
+    the ``.tmp`` and raises a :class:`~handprop.trainer.errors.MachineError` naming the checkpoint."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None

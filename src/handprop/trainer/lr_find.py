@@ -28,7 +28,8 @@ import torch
 from omegaconf import DictConfig
 
 from handprop.trainer.build import prepare
-from handprop.trainer.cli import ConfigError, write_json_atomic
+from handprop.trainer.errors import ConfigError
+from handprop.trainer.files import write_json_atomic
 from handprop.trainer.guards import Diverged
 
 #: The smoothing of the recorded loss: an exponential moving average, bias-corrected.

@@ -18,9 +18,9 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from handprop.trainer.guards import Diverged
 from handprop.networks import GAN, MLP, Autoencoder, ConvNet, RecurrentNet
 from handprop.nn import Dropout
+from handprop.trainer.guards import Diverged
 from handprop.trainer.task import Task
 
 #: The networks a config can name, built from their keyword arguments (``network`` below).
@@ -225,6 +225,15 @@ class HandpropModule(L.LightningModule):
         opt = self.optimizers()
         return (opt[0] if isinstance(opt, list) else opt).param_groups[0]["lr"]
 
+    def count_updates(self) -> None:
+        """Make Lightning's ``trainer.global_step`` the number of updates made, as it is where
+        Lightning runs each optimizer step itself: the updates step the optimizer directly
+        (see :meth:`update`), so Lightning's manual-optimisation step counter is set here, once
+        per chunk. Stock callbacks that key on it (``ModelCheckpoint``, ``LearningRateMonitor``)
+        and the checkpoint's ``global_step`` then count updates (docs/architecture.md)."""
+        steps = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.total
+        steps.ready = steps.completed = self.updates
+
     def on_train_epoch_start(self) -> None:
         self._epoch_sum, self._epoch_rows = 0.0, 0
         self._costs_sum, self._costs_steps = dict.fromkeys(self.COSTS, 0.0), 0
@@ -246,6 +255,7 @@ class HandpropModule(L.LightningModule):
             if self.updates == self.max_steps:
                 self.trainer.should_stop = True
                 break
+        self.count_updates()
         # One device-to-host copy per chunk: the divergence check, the loggers, the progress bar.
         series = [torch.stack(losses), *(torch.stack(c) for c in self.chunk_costs.values())]
         values, *others = torch.stack(series).tolist() if self.COSTS else [series[0].tolist()]
@@ -306,7 +316,6 @@ class HandpropModule(L.LightningModule):
             logger.log_metrics(values, step=step)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["global_step"] = self.updates  # Lightning's own count is of chunks
         checkpoint["epochs_done"] = self.epochs_done
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -25,7 +25,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from handprop.trainer.cli import ConfigError, call_reporting, run_cli, writing
+from handprop.trainer.cli import call_reporting, run_cli
+from handprop.trainer.errors import ConfigError
+from handprop.trainer.files import writing
 
 
 def predict(

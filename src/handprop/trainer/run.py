@@ -19,7 +19,9 @@ from torch.utils.tensorboard.summary import hparams
 from handprop.trainer import lr_find
 from handprop.trainer.build import hparams_summary, prepare
 from handprop.trainer.checkpoint import read_checkpoint
-from handprop.trainer.cli import ConfigError, format_table, write_json_atomic
+from handprop.trainer.cli import format_table
+from handprop.trainer.errors import ConfigError
+from handprop.trainer.files import write_json_atomic
 from handprop.trainer.guards import Checkpoints, Diverged
 
 

@@ -26,16 +26,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from handprop.trainer.cli import (
-    ConfigError,
-    UserError,
-    exit_status,
-    is_known,
-    report,
-    verbose_errors,
-    write_text_atomic,
-    writing,
-)
+from handprop.trainer.cli import report, verbose_errors
+from handprop.trainer.errors import ConfigError, UserError, exit_status, is_known
+from handprop.trainer.files import write_text_atomic, writing
 
 try:
     import fcntl

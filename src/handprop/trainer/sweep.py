@@ -25,13 +25,9 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from handprop.trainer.cli import (
-    MachineError,
-    as_machine_error,
-    report,
-    verbose_errors,
-    write_json_atomic,
-)
+from handprop.trainer.cli import report, verbose_errors
+from handprop.trainer.errors import MachineError, as_machine_error
+from handprop.trainer.files import write_json_atomic
 from handprop.trainer.rundir import is_rank_zero
 
 

@@ -16,17 +16,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from handprop.trainer.cli import (
+from handprop.trainer.cli import report, run_cli, verbose_errors
+from handprop.trainer.errors import (
     ConfigError,
     MachineError,
     as_machine_error,
     exit_status,
     is_known,
-    report,
-    run_cli,
-    verbose_errors,
-    write_json_atomic,
 )
+from handprop.trainer.files import write_json_atomic
 from handprop.trainer.rundir import is_rank_zero, write_hydra_files
 
 
