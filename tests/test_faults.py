@@ -27,7 +27,7 @@ import torch
 import handprop.trainer.evaluate
 import handprop.trainer.predict
 import handprop.trainer.train
-from handprop.trainer.checkpoint import load_module
+from handprop.trainer.checkpoints import load_module
 from handprop.trainer.rundir import LOCK, RunLock, clear_run, previous_run
 
 PY = sys.executable

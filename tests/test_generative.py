@@ -15,7 +15,7 @@ from runs import cfg_of, crash_then_resume, run, sweep
 from handprop.networks import GAN, Autoencoder
 from handprop.nn import BCEWithLogitsLoss, MSELoss
 from handprop.trainer.build import prepare
-from handprop.trainer.checkpoint import load_module
+from handprop.trainer.checkpoints import load_module
 from handprop.trainer.task import METRICS
 
 # Small and fast: 2000 ring rows (1400 train) in batches of 64, 4 epochs.

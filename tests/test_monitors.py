@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import handprop.nn as hnn
 import handprop.trainer.train
 from handprop.trainer import run
-from handprop.trainer.build import build_datamodule, build_module, plan, resolve_task
+from handprop.trainer.build import build, plan_run
 from handprop.trainer.lr_find import smooth, suggest
 from handprop.trainer.monitors import Monitors, histogram
 
@@ -44,9 +44,8 @@ def train(cfg, run_dir: Path) -> dict[str, float]:  # noqa: ANN001
 def test_monitors_are_off_by_default():
     cfg = compose_cfg("data.n_samples=100")
     assert cfg.monitors.enabled is False
-    task, cost = resolve_task(cfg)
-    dm = build_datamodule(cfg, task)
-    assert build_module(cfg, dm, plan(cfg, dm, task, cost)).monitors is None
+    _, module = build(cfg, *plan_run(cfg))
+    assert module.monitors is None
 
 
 def test_monitors_log_every_layer_every_n_updates(tmp_path):

@@ -16,7 +16,7 @@ from runs import cfg_of, crash_then_resume, run, sweep
 
 from handprop.networks import ConvNet, RecurrentNet
 from handprop.trainer.build import prepare
-from handprop.trainer.checkpoint import load_module
+from handprop.trainer.checkpoints import load_module
 from handprop.trainer.datasets import sine
 from handprop.trainer.model import HandpropModule
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from handprop.trainer.checkpoint import load_module
+from handprop.trainer.checkpoints import load_module
 
 PY = sys.executable
 TINY = ["data.n_samples=300", "logger=none"]

@@ -314,8 +314,8 @@ def test_ddp_only_rank_0_writes(ddp_runs):
 
 
 def test_eval_and_predict_work_from_the_ddp_checkpoint(ddp_runs):
-    from handprop.trainer.build import build_datamodule
-    from handprop.trainer.checkpoint import load_module
+    from handprop.trainer.build import data_of
+    from handprop.trainer.checkpoints import load_module
 
     run, tmp = ddp_runs["ddp"], ddp_runs["tmp"]
     best = run / "checkpoints" / "best.ckpt"
@@ -324,7 +324,7 @@ def test_eval_and_predict_work_from_the_ddp_checkpoint(ddp_runs):
 
     cfg = OmegaConf.create(model.hparams["config"])
     assert cfg.trainer.strategy == "ddp"  # the checkpoint of a DDP run, used without DDP
-    dm = build_datamodule(cfg, model.task.name)
+    dm = data_of(cfg, model.task.name)
     rows = dm.indices["test"]
     X, y = dm.table.X[rows], dm.table.y[rows]
     inp = tmp / "in.csv"
@@ -606,7 +606,7 @@ def test_lr_scaling_uses_the_global_batch_under_ddp():
     takes gd.batch_size rows, so B = gd.batch_size × processes."""
     from hydra import compose, initialize_config_module
 
-    from handprop.trainer.build import build_datamodule, build_module, plan
+    from handprop.trainer.build import build, plan_run
 
     lrs = {}
     for name, extra in (("one", []), ("ddp", ["trainer=ddp", "trainer.devices=2"])):
@@ -615,8 +615,7 @@ def test_lr_scaling_uses_the_global_batch_under_ddp():
                 "train",
                 overrides=["data.n_samples=200", "gd.batch_size=16", "gd.lr_scaling=true", *extra],
             )
-        dm = build_datamodule(cfg, "regression")
-        model = build_module(cfg, dm, plan(cfg, dm, "regression", None))
+        _, model = build(cfg, *plan_run(cfg))
         lrs[name] = model.configure_optimizers().param_groups[0]["lr"]
     assert lrs["one"] == pytest.approx(0.01 * 16 / 32)
     assert lrs["ddp"] == pytest.approx(0.01 * 32 / 32)
@@ -631,7 +630,7 @@ def test_evaluation_is_not_sharded(monkeypatch):
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
-    dm = TabularDataModule(property_prices(40), batch_size=None, val_fraction=0.25)
+    dm = TabularDataModule(property_prices(40), batch_size=15, val_fraction=0.25)
     for split in ("val", "test"):
         x, y = dm.split(split)
         assert len(x) == len(y) == len(dm.indices[split]) > 2

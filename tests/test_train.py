@@ -25,7 +25,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import handprop.trainer.evaluate
 import handprop.trainer.predict
 import handprop.trainer.train
-from handprop.trainer.build import build_datamodule, build_module, plan, resolve_task
+from handprop.trainer.build import build, data_of, plan_run
 from handprop.trainer.datasets import DATA_TASKS
 from handprop.trainer.run import train
 
@@ -63,13 +63,8 @@ def run_train(run_dir: Path, *overrides: str):
 
 def untrained_train_loss(cfg) -> float:
     """Training-split loss of the network ``train`` starts from (same seed, same init)."""
-    import lightning as L
-
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    task, loss = resolve_task(cfg)
-    dm = build_datamodule(cfg, task)
-    model = build_module(cfg, dm, plan(cfg, dm, task, loss)).eval()
-    return model.evaluate(*dm.split("train"))["loss"]
+    dm, model = build(cfg, *plan_run(cfg))  # seeded as a run is
+    return model.eval().evaluate(*dm.split("train"))["loss"]
 
 
 def n_train_rows(n: int, val: float = 0.15, test: float = 0.15) -> int:
@@ -290,7 +285,7 @@ def test_updates_per_epoch(tmp_path, overrides, n, epochs, per_epoch):
         tmp_path / "run", f"data.n_samples={n}", f"trainer.max_epochs={epochs}", *overrides
     )
     n_train = n_train_rows(n)
-    assert len(build_datamodule(cfg, "regression").indices["train"]) == n_train
+    assert len(data_of(cfg, "regression").indices["train"]) == n_train
     assert on_disk["epochs"] == epochs
     assert on_disk["global_step"] == epochs * per_epoch(n_train)
 
@@ -406,7 +401,7 @@ def test_eval_and_predict_reproduce_test_metrics(tmp_path, capfd, overrides, rea
     assert best.is_file()
 
     # The test split's raw rows, as a user's CSV (with an extra column carried through).
-    dm = build_datamodule(cfg, DATA_TASKS[cfg.data.name])
+    dm = data_of(cfg, DATA_TASKS[cfg.data.name])
     rows = dm.indices["test"]
     X, y = dm.table.X[rows], dm.table.y[rows]
     names = dm.table.feature_names
@@ -772,7 +767,7 @@ def test_preprocessing_is_fitted_on_the_training_rows_only(tmp_path):
     # and what a trained checkpoint keeps is that same scaler
     _, _, _ = run_train(tmp_path / "run", *FAST, "trainer.max_epochs=1")
     ck = last_ckpt(tmp_path / "run")
-    table_dm = build_datamodule(compose_cfg(*FAST), "regression")
+    table_dm = data_of(compose_cfg(*FAST), "regression")
     train_rows = table_dm.table.X[table_dm.indices["train"]]
     assert ck["state_dict"]["task.x_shift"].numpy() == pytest.approx(train_rows.mean(0), rel=1e-6)
 
@@ -793,8 +788,8 @@ def test_metrics_are_those_of_the_best_weights(tmp_path):
     assert min(val) < val[-1], "the last epoch must not be the best for this test to bite"
     assert metrics["val/loss"] == pytest.approx(min(val), rel=1e-6)
     cfg = compose_cfg("data.n_samples=300")
-    dm = build_datamodule(cfg, "regression")
-    from handprop.trainer.checkpoint import load_module
+    dm = data_of(cfg, "regression")
+    from handprop.trainer.checkpoints import load_module
 
     best, last = (
         load_module(run / "checkpoints" / "best.ckpt"),
@@ -811,7 +806,7 @@ def test_last_checkpoint_after_the_first_epoch_then_on_the_interval(
 ):
     """last.ckpt: at the end of the first epoch, then once every_seconds have passed (checked at
     epoch ends), and when training ends."""
-    from handprop.trainer.guards import Checkpoints
+    from handprop.trainer.checkpoints import Checkpoints
 
     calls = []
     save = Checkpoints.save
@@ -959,7 +954,7 @@ def test_a_checkpoint_counts_the_epochs_it_has_trained(tmp_path, monkeypatch):
     count (what the resume check reports) is the number finished, mid-run and at the end."""
     import shutil
 
-    from handprop.trainer.guards import Checkpoints
+    from handprop.trainer.checkpoints import Checkpoints
 
     counts = []
     save = Checkpoints.save

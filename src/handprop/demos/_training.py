@@ -21,8 +21,8 @@ from typing import Any
 
 
 def _builders() -> Any:
-    """The module with the trainer's builders (``build_datamodule``, ``plan``,
-    ``build_module``, ``steps_per_call``), imported when a demo first needs it."""
+    """The module with the trainer's builders (``load_data``, ``make_plan``, ``build``,
+    ``data_of``), imported when a demo first needs it."""
     from handprop.trainer import build
 
     return build
@@ -43,27 +43,12 @@ def build(cfg: Any, table: Any = None):  # noqa: ANN201
     ``cfg`` (the demos that build by hand all regress; seeded the same way, so one seed is one
     initialisation). ``table`` replaces the config's data set by a regression
     :class:`~handprop.trainer.datasets.Table` (split and scaled by the same module)."""
-    import torch
-
-    from handprop.trainer.data import TabularDataModule
-
     builders = _builders()
-    torch.manual_seed(cfg.seed)
     if table is None:
-        dm = builders.build_datamodule(cfg, "regression")
-    else:
-        dm = TabularDataModule(
-            table,
-            batch_size=cfg.gd.batch_size,
-            preprocessing=cfg.data.preprocessing,
-            val_fraction=cfg.data.val_fraction,
-            test_fraction=cfg.data.test_fraction,
-            shuffle=cfg.gd.shuffle,
-            seed=cfg.seed,
-            steps_per_call=builders.steps_per_call(cfg),
-        )
-    model = builders.build_module(cfg, dm, builders.plan(cfg, dm, "regression", cfg.task.loss))
-    return dm, model
+        table = builders.load_data(cfg, "regression")
+    p = builders.make_plan(cfg, len(table.y), "regression", cfg.task.loss)
+    dm, model = builders.build(cfg, table, p)
+    return dm, model, p
 
 
 def loss_function(model: Any) -> Any:
@@ -94,7 +79,7 @@ def train_logged(cfg: Any) -> tuple[dict[str, float], list[dict[str, float]], di
 
     from omegaconf import OmegaConf
 
-    from handprop.trainer.checkpoint import load_module
+    from handprop.trainer.checkpoints import load_module
 
     with tempfile.TemporaryDirectory(prefix="handprop-demo-") as tmp:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -106,7 +91,7 @@ def train_logged(cfg: Any) -> tuple[dict[str, float], list[dict[str, float]], di
                 for row in csv.DictReader(fh)
             ]
         last = load_module(Path(tmp) / "checkpoints" / "last.ckpt")
-    dm = _builders().build_datamodule(OmegaConf.create(last.hparams["config"]), last.task.name)
+    dm = _builders().data_of(OmegaConf.create(last.hparams["config"]), last.task.name)
     at_last = {s: last.evaluate(*dm.split(s)) for s in ("train", "val", "test") if dm.has(s)}
     epochs = [row for row in rows if "train/epoch_loss" in row]
     return metrics, epochs, at_last
@@ -122,7 +107,7 @@ def fit_trainer(cfg: Any, run_dir: Path, callbacks: tuple = ()) -> Any:
     import warnings
 
     from handprop.trainer.build import prepare
-    from handprop.trainer.guards import Checkpoints
+    from handprop.trainer.checkpoints import Checkpoints
 
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
@@ -187,7 +172,7 @@ def fit(
     train: tuple[Any, Any],
     epochs: int,
     *,
-    batch_size: int | None = None,
+    batch_size: int,
     shuffle: bool = True,
     seed: int = 0,
     val: tuple[Any, Any] | None = None,
@@ -254,7 +239,7 @@ def run_config(
     schedule from the config (``lr_scaling`` applied by the trainer's builder); ``dtype``
     converts the network and the data (e.g. float64). Returns ``(History, data module,
     module)``."""
-    dm, model = build(cfg, table)
+    dm, model, p = build(cfg, table)
     if dtype is not None:
         model.net.to(dtype)
 
@@ -271,7 +256,7 @@ def run_config(
         opt,
         tuple(map(cast, dm.split("train"))),
         epochs or int(cfg.trainer.max_epochs),
-        batch_size=cfg.gd.batch_size,
+        batch_size=p.batch_size,
         shuffle=cfg.gd.shuffle,
         seed=cfg.seed,
         val=tuple(map(cast, dm.split("val"))) if has_val else None,

@@ -61,7 +61,7 @@ def compute(quick: bool = False, trainer: bool = True) -> dict:
 
     # ---- the loop, row by row ------------------------------------------------------------------
     with threads(1):
-        dm, model = build(cfg)
+        dm, model, _ = build(cfg)
         net, loss_fn = model.net, loss_function(model)  # MLP(3, [3], 1); the notes' ½(y − ŷ)²
         opt = model.optimizer_fn(net.parameters())
         X, y = dm.split("train")  # all 8 students (no validation split for 8 rows)

@@ -80,7 +80,7 @@ def compute(quick: bool = False, lr: float = 0.2) -> dict:
             area = DataTable(
                 full.X[:, :1], full.y, full.feature_names[:1], full.target_name, full.task
             )
-            dm, model = build(cfg, area)
+            dm, model, p = build(cfg, area)
             lin = model.net.linears[0]
             with torch.no_grad():
                 lin.weight.fill_(start[0])
@@ -92,7 +92,7 @@ def compute(quick: bool = False, lr: float = 0.2) -> dict:
                 opt,
                 dm.split("train"),
                 epochs,
-                batch_size=cfg.gd.batch_size,
+                batch_size=p.batch_size,
                 shuffle=cfg.gd.shuffle,
                 seed=cfg.seed,
                 track=_params,

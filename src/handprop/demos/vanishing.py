@@ -78,12 +78,12 @@ def compute(quick: bool = False) -> dict:
                 f"optimizer.lr={LR}",
                 f"data.n_samples={n}",
             )
-            dm, model = build(cfg)
+            dm, model, p = build(cfg)
             net, cost = model.net, model.task.cost
             X, y = dm.split("train")
             delta_init = mean_abs_delta(net, X, y, cost)
             opt = model.optimizer_fn(net.parameters())
-            batches = TensorBatches(X, y, cfg.gd.batch_size, shuffle=True, seed=cfg.seed)
+            batches = TensorBatches(X, y, p.batch_size, shuffle=True, seed=cfg.seed)
             with torch.no_grad():
                 costs = [float(cost(net(X), y))]  # epoch 0: before any update
             for _ in range(epochs):

@@ -63,7 +63,7 @@ class Scaler:
 class TensorBatches:
     """An epoch of mini-batches over in-memory tensors ``(X, y)``.
 
-    ``batch_size=None`` is the whole set (batch gradient descent). With ``shuffle`` the order
+    ``batch_size`` rows per batch (the plan's: the whole set for batch gradient descent). With ``shuffle`` the order
     is ``randperm`` seeded by ``(seed, epoch)``, so a run is reproducible and resumable.
 
     With ``steps_per_call=K`` each item is a list of up to K consecutive batches, gathered with
@@ -75,7 +75,7 @@ class TensorBatches:
         self,
         X: Tensor,
         y: Tensor,
-        batch_size: int | None,
+        batch_size: int,
         shuffle: bool = False,
         seed: int = 0,
         epoch_fn: Callable[[], int] | None = None,
@@ -83,7 +83,7 @@ class TensorBatches:
     ) -> None:
         self.X, self.y = X, y
         self.epoch_fn = epoch_fn  # e.g. the trainer's current epoch, so a resumed run matches
-        self.batch_size = batch_size or len(X)
+        self.batch_size = batch_size
         self.shuffle, self.seed = shuffle, seed
         self.steps_per_call = steps_per_call
         self.epoch = 0
@@ -144,10 +144,8 @@ class TensorBatches:
             yield list(zip(X.split(bs), y.split(bs), strict=True))
 
 
-def split_indices(
-    n: int, val_fraction: float, test_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded train / val / test row indices."""
+def split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+    """Rows in the train, val and test splits of ``n`` rows."""
     for key, f in (("data.val_fraction", val_fraction), ("data.test_fraction", test_fraction)):
         if not 0 <= f < 1:
             raise DataError(f"{key}={f} must be in [0, 1)")
@@ -156,7 +154,6 @@ def split_indices(
             f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction:g} leaves "
             "no training rows; their sum must be below 1"
         )
-    perm = np.random.default_rng(seed).permutation(n)
     n_val, n_test = round(n * val_fraction), round(n * test_fraction)
     n_train = n - n_val - n_test
     if n_train < 1 or (val_fraction > 0 and n_val < 1) or (test_fraction > 0 and n_test < 1):
@@ -164,6 +161,15 @@ def split_indices(
             f"too few rows ({n}) for the splits val={val_fraction:g}, test={test_fraction:g}: "
             "each split needs at least one row; add rows or change the fractions"
         )
+    return n_train, n_val, n_test
+
+
+def split_indices(
+    n: int, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded train / val / test row indices (:func:`split_sizes` of them)."""
+    n_train, n_val, _ = split_sizes(n, val_fraction, test_fraction)
+    perm = np.random.default_rng(seed).permutation(n)
     return perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]
 
 
@@ -186,7 +192,7 @@ class TabularDataModule(L.LightningDataModule):
     def __init__(
         self,
         table: Table,
-        batch_size: int | None = 32,
+        batch_size: int = 32,
         preprocessing: str = "standardize",
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
@@ -198,8 +204,6 @@ class TabularDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.reconstruct = reconstruct
-        if batch_size is not None and batch_size < 1:
-            raise DataError(f"gd.batch_size={batch_size} must be a positive integer (or null)")
         self.table = table
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.steps_per_call = steps_per_call
@@ -219,11 +223,11 @@ class TabularDataModule(L.LightningDataModule):
     # ---- shapes the model needs -------------------------------------------------------------
     @property
     def in_features(self) -> int:
-        return self.table.X.shape[1]
+        return self.table.in_features
 
     @property
     def out_features(self) -> int:
-        return self.table.num_classes if self.table.task == "multiclass" else 1
+        return self.table.out_features
 
     @property
     def num_train(self) -> int:

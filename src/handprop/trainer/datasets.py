@@ -65,6 +65,16 @@ class Table:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def in_features(self) -> int:
+        """Features per row: a network's inputs."""
+        return self.X.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        """A network's outputs ``z``: one per class (multi-class), else one."""
+        return self.num_classes if self.task == "multiclass" else 1
+
 
 # --------------------------------------------------------------------------------------------
 # The notes' examples, generated

@@ -77,3 +77,24 @@ def as_machine_error(err: BaseException, where: str | Path) -> BaseException:
     machine = write_failed(found, found.filename or f"into {where}")
     machine.__cause__ = err  # verbose=true shows where it came from
     return machine
+
+
+class Diverged(UserError, RuntimeError):
+    """Training produced a NaN or infinite loss; the message says at which step and why."""
+
+    def __init__(
+        self,
+        step: int,
+        loss: float,
+        last_finite: float | None,
+        lr: float | None,
+        checkpoint_note: str = "",
+    ) -> None:
+        last = f"{last_finite:.6g}" if last_finite is not None else "none yet"
+        lr_txt = f" (lr={lr:g})" if lr is not None else ""
+        super().__init__(
+            f"training diverged at step {step}: loss is {loss} (last finite loss: {last}); likely "
+            f"causes: learning rate too high{lr_txt}, or unscaled inputs "
+            f"(data.preprocessing=none).{checkpoint_note}"
+        )
+        self.step, self.loss, self.last_finite, self.lr = step, loss, last_finite, lr

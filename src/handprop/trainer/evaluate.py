@@ -32,12 +32,12 @@ def evaluate(ckpt_path: str, split: str = "test", output: str | None = None) -> 
     returned."""
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split={split} is not one of train, val, test")
-    from handprop.trainer.build import build_datamodule
-    from handprop.trainer.checkpoint import load_module
+    from handprop.trainer.build import data_of
+    from handprop.trainer.checkpoints import load_module
 
     model = load_module(ckpt_path)
     cfg = OmegaConf.create(model.hparams["config"])
-    dm = build_datamodule(cfg, model.task.name)
+    dm = data_of(cfg, model.task.name)
     if not dm.has(split):
         raise ConfigError(f"split={split} has no rows in this run (fraction 0)")
     x, y = dm.split(split)

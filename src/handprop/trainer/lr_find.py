@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from handprop.trainer.build import prepare
-from handprop.trainer.errors import ConfigError
+from handprop.trainer.build import build, plan_run
+from handprop.trainer.errors import ConfigError, Diverged
 from handprop.trainer.files import write_json_atomic
-from handprop.trainer.guards import Diverged
 
 #: The smoothing of the recorded loss: an exponential moving average, bias-corrected.
 BETA = 0.98
@@ -114,22 +113,29 @@ def range_test(
 ) -> RangeTest:
     """Run the range test on the run that ``cfg`` describes (same data, initial weights,
     batch size and optimizer; one process). Nothing is written to ``run_dir``'s logs."""
-    run = prepare(cfg, run_dir)
-    if run.plan.world_size > 1:
+    table, planned = plan_run(cfg)
+    if planned.world_size > 1:
         raise ConfigError(
             "lr_find runs in one process: run it without DDP (lr_find=only), then train with "
             "optimizer.lr=<the suggestion>"
         )
-    module, dm = run.module, run.datamodule
     ratio = max_lr / min_lr
-    module.optimizer_fn = functools.partial(module.optimizer_fn, lr=min_lr)
-    module.scheduler_fn = functools.partial(
-        torch.optim.lr_scheduler.LambdaLR,
-        lr_lambda=lambda t: ratio ** (t / max(updates - 1, 1)),
+    # The run's own plan, its rate swept: η = min_lr · ratio^(t / (updates − 1)) at update t,
+    # one batch per Lightning step (the stop is exact), nothing logged.
+    p = replace(
+        planned,
+        lr=min_lr,
+        scheduler=functools.partial(
+            torch.optim.lr_scheduler.LambdaLR,
+            lr_lambda=lambda t: ratio ** (t / max(updates - 1, 1)),
+        ),
+        scheduler_interval="step",
+        max_steps=updates,
+        monitors=None,
+        steps_per_call=1,
+        log_lr=False,
     )
-    module.scheduler_interval, module.max_steps = "step", updates
-    module.monitors = None  # nothing is logged
-    dm.steps_per_call = 1  # Lightning hands over one batch at a time: the stop is exact
+    dm, module = build(cfg, table, p)
     recorder = _Recorder(stop_factor)
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
@@ -155,8 +161,7 @@ def range_test(
     losses = recorder.losses
     smoothed = smooth(losses)
     lrs = [min_lr * ratio ** (t / max(updates - 1, 1)) for t in range(len(losses))]
-    scale = run.plan.lr / float(cfg.optimizer.lr)
-    return RangeTest(lrs, losses, smoothed, suggest(lrs, smoothed), stopped, scale)
+    return RangeTest(lrs, losses, smoothed, suggest(lrs, smoothed), stopped, planned.lr_scale)
 
 
 def plot(result: RangeTest, path: Path) -> Path:

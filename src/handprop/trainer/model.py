@@ -20,7 +20,7 @@ from torch import Tensor
 
 from handprop.networks import GAN, MLP, Autoencoder, ConvNet, RecurrentNet
 from handprop.nn import Dropout
-from handprop.trainer.guards import Diverged
+from handprop.trainer.errors import Diverged
 from handprop.trainer.task import Task
 
 #: The networks a config can name, built from their keyword arguments (``network`` below).

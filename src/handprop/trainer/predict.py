@@ -41,7 +41,7 @@ def predict(
     (atomically); return its path."""
     import torch
 
-    from handprop.trainer.checkpoint import load_module
+    from handprop.trainer.checkpoints import load_module
     from handprop.trainer.datasets import read_features
 
     out = Path(output)

@@ -11,18 +11,19 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
 from handprop.trainer import lr_find
-from handprop.trainer.build import hparams_summary, prepare
-from handprop.trainer.checkpoint import read_checkpoint
+from handprop.trainer.build import prepare
+from handprop.trainer.checkpoints import Checkpoints, read_checkpoint
 from handprop.trainer.cli import format_table
-from handprop.trainer.errors import ConfigError
+from handprop.trainer.errors import ConfigError, Diverged
 from handprop.trainer.files import write_json_atomic
-from handprop.trainer.guards import Checkpoints, Diverged
+from handprop.trainer.plan import Plan
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
@@ -139,3 +140,27 @@ def describe(net) -> str:  # noqa: ANN001
         sizes = [net.in_features, *net.hidden_features, net.out_features]
         return f"{type(net).__name__} {'-'.join(map(str, sizes))}"
     return type(net).__name__
+
+
+def hparams_summary(cfg: DictConfig, p: Plan, num_train: int) -> dict[str, Any]:
+    """The run's settings as flat scalars, for TensorBoard's HParams view."""
+    opt = cfg.optimizer
+    model = {
+        f"model.{k}": v if isinstance(v, int | float | str | bool) else str(v)
+        for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
+    }
+    return {
+        "task": p.task,
+        "data": cfg.data.name,
+        **model,
+        "optimizer": str(opt._target_).rsplit(".", 1)[-1]
+        + ("+momentum" if opt.get("momentum") else ""),
+        "lr": p.lr,
+        "weight_decay": float(opt.get("weight_decay") or 0.0),
+        "scheduler": cfg.scheduler.name,
+        "gd": cfg.gd.mode,
+        "batch_size": p.global_batch,  # rows per update; batch descent: the training rows
+        "train_rows": num_train,
+        "max_epochs": int(cfg.trainer.max_epochs),
+        "seed": int(cfg.seed),
+    }

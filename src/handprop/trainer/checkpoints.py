@@ -1,10 +1,16 @@
-"""What keeps a run from being lost: a stop at the first non-finite loss, checkpoints that are
-never half-written, and a checkpoint policy that costs microseconds per epoch."""
+"""Checkpoints, all of them: the policy (:class:`Checkpoints`: the best weights kept in memory,
+``last.ckpt`` and ``best.ckpt`` written on a wall-clock interval and at the end), atomic writes
+(:class:`AtomicCheckpointIO`: never half a file), safe reading (``torch.load(weights_only=True)``)
+and loading a trained module back (:func:`load_module`, through the registry of modules).
+"""
 
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,29 +19,18 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from handprop.trainer.errors import UserError
+from handprop.trainer.errors import ConfigError
 from handprop.trainer.files import writing
+from handprop.trainer.gan import GANModule
+from handprop.trainer.model import HandpropModule
+
+#: The networks trained by a module of their own (the default: HandpropModule).
+MODULES: dict[str, type[HandpropModule]] = {"gan": GANModule}
 
 
-class Diverged(UserError, RuntimeError):
-    """Training produced a NaN or infinite loss; the message says at which step and why."""
-
-    def __init__(
-        self,
-        step: int,
-        loss: float,
-        last_finite: float | None,
-        lr: float | None,
-        checkpoint_note: str = "",
-    ) -> None:
-        last = f"{last_finite:.6g}" if last_finite is not None else "none yet"
-        lr_txt = f" (lr={lr:g})" if lr is not None else ""
-        super().__init__(
-            f"training diverged at step {step}: loss is {loss} (last finite loss: {last}); likely "
-            f"causes: learning rate too high{lr_txt}, or unscaled inputs "
-            f"(data.preprocessing=none).{checkpoint_note}"
-        )
-        self.step, self.loss, self.last_finite, self.lr = step, loss, last_finite, lr
+def module_class(network: str) -> type[HandpropModule]:
+    """The LightningModule that trains network ``network`` (a key of ``NETWORKS``)."""
+    return MODULES.get(network, HandpropModule)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -149,3 +144,45 @@ class Checkpoints(Checkpoint):
         self.best_score = state_dict["best_score"]
         self.best_epoch, self.best_step = state_dict["best_epoch"], state_dict["best_step"]
         self.best_weights = state_dict["best_weights"]
+
+
+#: The hyper-parameters HandpropModule needs to rebuild itself.
+REQUIRED = ("network", "task", "config")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents, checked to be a handprop checkpoint of plain data."""
+    p = Path(str(path)).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"ckpt_path: no checkpoint file at {p}")
+    try:
+        with warnings.catch_warnings():  # a raw pickle draws torch's protocol warning first
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        what = f" (it asks for {found.group(1)})" if found else ""
+        raise ConfigError(
+            f"ckpt_path: {p} is not a checkpoint of plain tensors and data{what}; refused "
+            "without running it. Only load checkpoints you trust."
+        ) from None
+    except Exception as e:  # noqa: BLE001 — torch raises many kinds for a file that isn't one
+        raise ConfigError(f"ckpt_path: {p} is not a checkpoint file ({type(e).__name__})") from None
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hp, dict) or any(k not in hp for k in REQUIRED) or "state_dict" not in ckpt:
+        raise ConfigError(
+            f"ckpt_path: {p} is not a handprop checkpoint (no handprop hyper-parameters)"
+        )
+    return ckpt
+
+
+def load_module(path: str | Path) -> HandpropModule:
+    """The trained :class:`HandpropModule` in a checkpoint (a
+    :class:`~handprop.trainer.gan.GANModule` for a GAN), in eval mode on the CPU."""
+    from handprop.trainer.build import module_class
+
+    ckpt = read_checkpoint(path)
+    hp = ckpt["hyper_parameters"]
+    model = module_class(hp["network"]["name"])(**hp)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
