@@ -198,7 +198,7 @@ CATALOGUE = [
         ["task=reconstruction"],
         ["task=reconstruction", "model=autoencoder"],
     ),
-    ("gan-with-mse", TRAIN, ["model=gan", "task.loss=mse"], ["task.loss=mse", "bce"]),
+    ("gan-with-mse", TRAIN, ["model=gan", "task.cost=mse"], ["task.cost=mse", "bce"]),
     (
         "gan-without-validation",
         TRAIN,

@@ -46,7 +46,7 @@ def build(cfg: Any, table: Any = None):  # noqa: ANN201
     builders = _builders()
     if table is None:
         table = builders.load_data(cfg, "regression")
-    p = builders.make_plan(cfg, len(table.y), "regression", cfg.task.loss)
+    p = builders.make_plan(cfg, len(table.y), "regression", cfg.task.cost)
     dm, model = builders.build(cfg, table, p)
     return dm, model, p
 

@@ -28,7 +28,7 @@ from handprop.trainer.config import _integer, allowed_metrics, check, resolve_ta
 from handprop.trainer.data import TabularDataModule
 from handprop.trainer.datasets import UNSUPERVISED, Table, load_table
 from handprop.trainer.errors import ConfigError
-from handprop.trainer.model import NETWORKS, HandpropModule
+from handprop.trainer.model import WRITTEN_OUT, HandpropModule
 from handprop.trainer.pictures import PICTURED, Pictures
 from handprop.trainer.plan import Plan, make_plan, world_size
 from handprop.trainer.progress import Progress
@@ -103,7 +103,7 @@ def data_of(cfg: DictConfig, task: str) -> TabularDataModule:
     """The data module a run of ``cfg`` trained on (same seed, same rows, same scaling), for
     ``handprop-eval`` and the demos that rebuild a finished run's splits."""
     table = load_data(cfg, task)
-    return build_datamodule(cfg, table, make_plan(cfg, len(table.y), task, cfg.task.loss))
+    return build_datamodule(cfg, table, make_plan(cfg, len(table.y), task, cfg.task.cost))
 
 
 def mlp_network(cfg: DictConfig, table: Table) -> dict[str, Any]:
@@ -373,7 +373,7 @@ def build(cfg: DictConfig, table: Table, p: Plan) -> tuple[TabularDataModule, Ha
     dm = build_datamodule(cfg, table, p)
     module = build_module(cfg, dm, p)
     if cfg.backprop == "recursion" and not module.has_recursion():
-        written = ", ".join(f"model={n}" for n, c in NETWORKS.items() if hasattr(c, "backprop"))
+        written = ", ".join(f"model={n}" for n in WRITTEN_OUT)
         raise ConfigError(
             f"backprop=recursion is invalid for model={cfg.model.name}: its gradients come from "
             f"autograd calling its Functions' hand-written backward (the δ recursion is written "

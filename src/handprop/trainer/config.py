@@ -115,7 +115,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "progress": (lambda v: isinstance(v, bool), "true or false"),
     "callbacks.checkpoint.every_seconds": NON_NEGATIVE,
     "callbacks.early_stopping.patience": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
-    "task.loss": _one_of(COSTS),
+    "task.cost": _one_of(COSTS),
     "lr_find": (lambda v: v is True or v is False or v == "only", "true, false or only"),
     "lr_finder.min_lr": POSITIVE,
     "lr_finder.max_lr": POSITIVE,
@@ -138,7 +138,7 @@ OPTIONAL = {
     "data.window",
     "trainer.gradient_clip_val",
     "num_threads",
-    "task.loss",
+    "task.cost",
 }
 
 
@@ -178,12 +178,12 @@ def resolve_task(cfg: DictConfig) -> tuple[str, str | None]:
         needs = next(m for m, t in MODEL_TASKS.items() if t == task)
         raise ConfigError(f"task={task} needs model={needs} (model={model} predicts a target)")
     if own is not None:
-        loss = cfg.task.loss
-        if loss is not None and loss not in TASK_COSTS[own]:
+        cost = cfg.task.cost
+        if cost is not None and cost not in TASK_COSTS[own]:
             raise ConfigError(
-                f"task.loss={loss} does not fit task={own}; use {' or '.join(TASK_COSTS[own])}"
+                f"task.cost={cost} does not fit task={own}; use {' or '.join(TASK_COSTS[own])}"
             )
-        return own, loss
+        return own, cost
     if task == "auto":
         if data == "csv":
             raise ConfigError(
@@ -198,7 +198,7 @@ def resolve_task(cfg: DictConfig) -> tuple[str, str | None]:
             f"task={task} does not fit data={data}, a {DATA_TASKS[data]} data set; use "
             f"task={DATA_TASKS[data]} (or task=auto)"
         )
-    return task, cfg.task.loss
+    return task, cfg.task.cost
 
 
 def allowed_metrics(task: str) -> list[str]:

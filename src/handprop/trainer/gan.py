@@ -49,7 +49,7 @@ class GANModule(HandpropModule):
     """
 
     LOSS = "g_loss"
-    COSTS = ("d_loss",)  # the discriminator's, beside the generator's (the base module's)
+    LOGGED_COSTS = ("d_loss",)  # the discriminator's, beside the generator's (the base module's)
 
     def __init__(self, *args: Any, d_steps: int = 1, ema: float = 0.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

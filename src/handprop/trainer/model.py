@@ -3,8 +3,8 @@
 Every optimiser update happens in :meth:`HandpropModule.update`, the one place that computes
 ``C`` and ``∂C/∂W`` and applies ``W ← W − η ∂C/∂W`` (or the optimizer's rule). A Lightning
 training step carries a chunk of such updates (``steps_per_call``): each update, scheduler
-step, clip and early-stopping decision is still per batch, but Lightning's per-step machinery
-runs once per chunk. The module counts its updates itself (:attr:`updates`, saved in every
+step and clip is still per update and each early-stopping decision per epoch, but Lightning's
+per-step machinery runs once per chunk. The module counts its updates itself (:attr:`updates`, saved in every
 checkpoint): it is the x axis of every logged scalar and what ``max_steps`` limits.
 """
 
@@ -41,6 +41,10 @@ class InverseSqrtLR(torch.optim.lr_scheduler.LambdaLR):
         super().__init__(optimizer, lambda t: 1.0 / math.sqrt(t + 1), last_epoch)
 
 
+#: The networks whose δ recursion is written out: ``backprop=recursion`` (and ``auto``) runs it.
+WRITTEN_OUT = ("mlp", "autoencoder", "gan")
+
+
 class HandpropModule(L.LightningModule):
     """A handprop network trained on one task.
 
@@ -71,7 +75,7 @@ class HandpropModule(L.LightningModule):
     #: Further costs an update records, one value each into ``chunk_costs[name]`` (e.g. a
     #: GAN's discriminator cost): read to the host with the loss in one copy per chunk, checked
     #: for divergence, logged as ``train/<name>`` and averaged as ``train/epoch_<name>``.
-    COSTS: tuple[str, ...] = ()
+    LOGGED_COSTS: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -104,7 +108,7 @@ class HandpropModule(L.LightningModule):
         self.task = Task(**task)
         self.columns = columns or {}
         self.optimizer_fn, self.scheduler_fn = optimizer, scheduler
-        self.scheduler_interval, self.monitor = scheduler_interval, monitor
+        self.scheduler_interval, self.monitored_metric = scheduler_interval, monitor
         self.gradient_clip_val, self.max_steps = gradient_clip_val, max_steps
         self.backprop, self.log_lr = backprop, log_lr
         self.monitors = None
@@ -122,9 +126,9 @@ class HandpropModule(L.LightningModule):
         # which must not wait for the end of a chunk of updates.
         self.after_update: Callable[[], None] | None = None
         self.last_losses: list[float] = []  # the last chunk's per-update losses
-        self.chunk_costs: dict[str, list[Tensor]] = {name: [] for name in self.COSTS}
-        self.last_costs: dict[str, list[float]] = {}  # the last chunk's, by name (COSTS)
-        self._costs_sum: dict[str, float] = dict.fromkeys(self.COSTS, 0.0)
+        self.chunk_costs: dict[str, list[Tensor]] = {name: [] for name in self.LOGGED_COSTS}
+        self.last_costs: dict[str, list[float]] = {}  # the last chunk's, by name (LOGGED_COSTS)
+        self._costs_sum: dict[str, float] = dict.fromkeys(self.LOGGED_COSTS, 0.0)
         self._costs_steps = 0
         self.last_finite: float | None = None  # the last update's loss, for a divergence report
         self.epoch_metrics: dict[str, float] = {}  # the last epoch's train/val values
@@ -202,9 +206,8 @@ class HandpropModule(L.LightningModule):
         recursion_ok = self.has_recursion() and strategy_ok and precision_ok
         if self.backprop == "recursion" and not recursion_ok:
             raise RuntimeError(
-                "backprop=recursion needs a network with the δ recursion written out (mlp, "
-                "autoencoder, gan) in one process at full precision; use "
-                "backprop=auto"
+                "backprop=recursion needs a network with the δ recursion written out "
+                f"({', '.join(WRITTEN_OUT)}) in one process at full precision; use backprop=auto"
             )
         return self.backprop == "recursion" or (self.backprop == "auto" and recursion_ok)
 
@@ -236,7 +239,7 @@ class HandpropModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_sum, self._epoch_rows = 0.0, 0
-        self._costs_sum, self._costs_steps = dict.fromkeys(self.COSTS, 0.0), 0
+        self._costs_sum, self._costs_steps = dict.fromkeys(self.LOGGED_COSTS, 0.0), 0
         if self.log_lr:  # the rate this epoch starts with
             self.log_scalars({"lr": self.learning_rate()})
 
@@ -258,8 +261,13 @@ class HandpropModule(L.LightningModule):
         self.count_updates()
         # One device-to-host copy per chunk: the divergence check, the loggers, the progress bar.
         series = [torch.stack(losses), *(torch.stack(c) for c in self.chunk_costs.values())]
-        values, *others = torch.stack(series).tolist() if self.COSTS else [series[0].tolist()]
-        self.last_losses, self.last_costs = values, dict(zip(self.COSTS, others, strict=True))
+        values, *others = (
+            torch.stack(series).tolist() if self.LOGGED_COSTS else [series[0].tolist()]
+        )
+        self.last_losses, self.last_costs = (
+            values,
+            dict(zip(self.LOGGED_COSTS, others, strict=True)),
+        )
         for i, v in enumerate(values):
             if not math.isfinite(v):
                 lr = self.learning_rate()
@@ -276,7 +284,7 @@ class HandpropModule(L.LightningModule):
         self._costs_steps += len(values)
         if self.loggers:  # every log_every_n_steps-th update's costs (each costs tens of µs)
             every = self.trainer.log_every_n_steps
-            tags = [f"train/{self.LOSS}", *(f"train/{n}" for n in self.COSTS)]
+            tags = [f"train/{self.LOSS}", *(f"train/{n}" for n in self.LOGGED_COSTS)]
             for i in range(-first % every, len(values), every):
                 row = [values[i], *(c[i] for c in others)]
                 self.log_scalars(dict(zip(tags, row, strict=True)), step=first + i)
@@ -289,7 +297,7 @@ class HandpropModule(L.LightningModule):
             t = torch.tensor(epoch_loss, device=self.device)
             epoch_loss = float(self.trainer.strategy.reduce(t, reduce_op="mean"))
         row = {"epoch": self.current_epoch, f"train/epoch_{self.LOSS}": epoch_loss}
-        for name, total in self._costs_sum.items():  # (per update; COSTS run in one process)
+        for name, total in self._costs_sum.items():  # (per update; LOGGED_COSTS run in one process)
             row[f"train/epoch_{name}"] = total / max(self._costs_steps, 1)
         dm = self.trainer.datamodule
         if dm.has("val"):
@@ -305,7 +313,7 @@ class HandpropModule(L.LightningModule):
             sched = self.lr_schedulers()
             for s in sched if isinstance(sched, list) else [sched]:
                 if isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    s.step(row[self.monitor])
+                    s.step(row[self.monitored_metric])
                 else:
                     s.step()
 

@@ -79,7 +79,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     module.log_scalars({k: v for k, v in final.items() if k.startswith("test/")})
     log_hparams(trainer, hparams_summary(cfg, run.plan, dm.num_train), final, module.updates)
     write_json_atomic(run_dir / "metrics.json", metrics)
-    report(cfg, run, rows, run_dir, checkpoints)
+    print_summary(cfg, run, rows, run_dir, checkpoints)
     return metrics
 
 
@@ -104,7 +104,7 @@ def log_hparams(trainer, params: dict, final: dict[str, float], step: int) -> No
         writer.flush()
 
 
-def report(cfg, run, rows, run_dir: Path, checkpoints) -> None:  # noqa: ANN001
+def print_summary(cfg, run, rows, run_dir: Path, checkpoints) -> None:  # noqa: ANN001
     """The end-of-run summary on stdout: the metrics, and the commands that use the run."""
     trainer = run.trainer
     print(

@@ -1,7 +1,7 @@
 """A sweep (``handprop-train -m ...``): its jobs one after another, and one summary of every
 job, failed ones too.
 
-:class:`JobsInTurn` is the default launcher (``conf/hydra/launcher/basic.yaml``); the summary
+:class:`JobsInTurn` is the default launcher (``conf/hydra/launcher/in_turn.yaml``); the summary
 is a Hydra callback registered in ``conf/train.yaml``, which writes ``summary.json`` into the
 sweep directory and prints one line per job.
 """

@@ -29,7 +29,7 @@ import handprop.nn as hnn
 from handprop import functional as F
 from handprop.trainer.datasets import TASKS
 
-#: The costs by the name a config gives them (``task.loss``).
+#: The costs by the name a config gives them (``task.cost``).
 COSTS: dict[str, type[nn.Module]] = {
     "mse": hnn.MSELoss,
     "quadratic": hnn.QuadraticCost,  # the notes' ½(y − ŷ)²
@@ -43,7 +43,7 @@ DEFAULT_COST = {
     "reconstruction": "mse",
     "generation": "bce",
 }
-#: The costs that fit each task (``task.loss``).
+#: The costs that fit each task (``task.cost``).
 TASK_COSTS = {
     "regression": ("mse", "quadratic"),
     "binary": ("bce",),
