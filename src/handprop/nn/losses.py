@@ -10,11 +10,12 @@ from handprop.functional.base import (
     _count,
     _legacy_reduction,
 )
+from handprop.nn.layers import HandpropLayer
 
 __all__ = ["MSELoss", "QuadraticCost", "BCEWithLogitsLoss", "CrossEntropyLoss", "NLLLoss"]
 
 
-class _Loss(nn.Module):
+class _Loss(HandpropLayer):
     """torch's loss constructor: ``reduction``, or the deprecated ``size_average`` /
     ``reduce`` pair (mapped to it, with torch's warning)."""
 

@@ -9,12 +9,12 @@ import torch
 from torch import Tensor, nn
 
 from handprop import functional as F
-from handprop.nn.layers import _check_positive_int
+from handprop.nn.layers import HandpropLayer, _check_positive_int
 
 __all__ = ["RNN", "LSTM"]
 
 
-class _Recurrent(nn.Module):
+class _Recurrent(HandpropLayer):
     """What RNN and LSTM share: arguments, parameters, initialisation and input checks, as
     ``torch.nn.RNNBase``."""
 
