@@ -238,9 +238,24 @@ def _fp32_under_autocast(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
     return tuple(t.float() if t is not None and t.is_floating_point() else t for t in tensors)
 
 
-def _check_same_shape(input: Tensor, target: Tensor, name: str) -> None:
-    if input.shape != target.shape:
-        raise ValueError(
-            f"{name}: target size {tuple(target.shape)} must be the same as input size "
-            f"{tuple(input.shape)}"
-        )
+def _check_same_shape(
+    input: Tensor, target: Tensor, name: str, error: type[Exception] | None = None
+) -> None:
+    """``input`` and ``target`` of one shape. Otherwise ``error`` (BCE: torch's ValueError); by
+    default torch's RuntimeError where the shapes do not broadcast, and a ValueError where they
+    do: torch's squared error then only warns and broadcasts, which (N,) against (N, 1) turns
+    into an N × N loss."""
+    if input.shape == target.shape:
+        return
+    message = (
+        f"{name}: target size {tuple(target.shape)} must be the same as input size "
+        f"{tuple(input.shape)}"
+    )
+    if error is None:
+        try:
+            torch.broadcast_shapes(input.shape, target.shape)
+        except RuntimeError:
+            raise RuntimeError(message + "; they do not broadcast either") from None
+        error = ValueError
+        message += " (torch would broadcast them, with a warning)"
+    raise error(message)

@@ -150,8 +150,8 @@ def _twin(module: nn.Module, twin_class: type[nn.Module], caller: str, path: str
         warnings.simplefilter("ignore")
         try:
             twin = twin_class(**_settings(module, handprop_class))
-        except ValueError as error:  # a setting the twin does not support
-            raise ValueError(f"{where}: {error}") from None
+        except (ValueError, TypeError, RuntimeError) as error:  # a setting it does not take
+            raise type(error)(f"{where}: {error}") from None
     params = dict(module.named_parameters(recurse=False, remove_duplicate=False))
     buffers = dict(module.named_buffers(recurse=False, remove_duplicate=False))
     children = dict(module.named_children())

@@ -66,8 +66,15 @@ class Conv2d(HandpropLayer):
             raise ValueError(
                 f"Conv2d: handprop supports padding_mode='zeros' only, got {padding_mode!r}"
             )
-        if min(self.kernel_size) <= 0 or min(self.stride) <= 0 or min(self.dilation) <= 0:
-            raise ValueError("Conv2d: kernel_size, stride and dilation must be positive")
+        # torch's modules take these and fail at the first forward: the same error, sooner
+        if min(self.kernel_size) <= 0:
+            raise RuntimeError(
+                f"Conv2d: kernel size should be greater than zero, got {kernel_size}"
+            )
+        if min(self.stride) <= 0:
+            raise RuntimeError(f"Conv2d: non-positive stride is not supported, got {stride}")
+        if min(self.dilation) <= 0:
+            raise RuntimeError(f"Conv2d: dilation should be greater than zero, got {dilation}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.padding_mode = padding_mode
         kw = {"device": device, "dtype": dtype}

@@ -71,7 +71,15 @@ class Linear(HandpropLayer):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if in_features <= 0 or out_features <= 0:
+        for name, size in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(size, bool) or not isinstance(size, int):  # torch's TypeError
+                raise TypeError(f"Linear: {name} should be of type int, got: {type(size).__name__}")
+            if size < 0:  # torch's words for its weight of that size
+                raise RuntimeError(
+                    f"Linear: Trying to create tensor with negative dimension {size}: "
+                    f"[{out_features}, {in_features}]"
+                )
+        if in_features == 0 or out_features == 0:  # torch builds an empty layer, with a warning
             raise ValueError(
                 f"Linear needs positive sizes, got in_features={in_features}, "
                 f"out_features={out_features}"
