@@ -134,16 +134,25 @@ def test_conv2d_only_some_gradients():
         _compare(fn, twin, args, F64)
 
 
-def test_conv2d_bad_arguments():
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"padding": "same", "stride": 2}, "strided"),
+        ({"padding": "full"}, "Invalid padding string"),
+        ({"stride": (1, 2, 3)}, "stride to be a single integer value or a list of 2"),
+        ({"stride": 1.5}, "stride"),
+        ({"groups": 0}, "non-positive groups"),
+        ({"groups": 1.0}, "groups"),
+    ],
+    ids=["same-strided", "padding-string", "stride-triple", "stride-float", "groups-0", "groups-float"],
+)  # fmt: skip
+def test_conv2d_bad_arguments_raise_torchs_error(kwargs, match):
+    """torch's exception type (RuntimeError, TypeError for a value of the wrong type)."""
     x, w = randn(1, 2, 5, 5), randn(3, 2, 3, 3)
-    with pytest.raises(ValueError, match="strided"):
-        F.conv2d(x, w, padding="same", stride=2)
-    with pytest.raises(ValueError, match="padding must be"):
-        F.conv2d(x, w, padding="full")
-    with pytest.raises(ValueError, match="stride must be"):
-        F.conv2d(x, w, stride=(1, 2, 3))
-    with pytest.raises(ValueError, match="groups"):
-        F.conv2d(x, w, groups=0)
+    with pytest.raises(Exception) as theirs:  # noqa: PT011 — the type is what is compared
+        TF.conv2d(x, w, **kwargs)
+    with pytest.raises(type(theirs.value), match=match):
+        F.conv2d(x, w, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -485,12 +494,28 @@ def test_lenet_drop_in_matches_torch():
         ({"in_channels": 3, "out_channels": 4, "kernel_size": 3, "padding_mode": "reflect"},
          "padding_mode"),
         ({"in_channels": 0, "out_channels": 4, "kernel_size": 3}, "in_channels"),
-        ({"in_channels": 3, "out_channels": 4, "kernel_size": 0}, "positive"),
     ],
 )  # fmt: skip
 def test_conv2d_module_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         hnn.Conv2d(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"kernel_size": 0}, "kernel size should be greater than zero"),
+        ({"kernel_size": 3, "stride": 0}, "non-positive stride"),
+        ({"kernel_size": 3, "dilation": 0}, "dilation should be greater than zero"),
+    ],
+)
+def test_conv2d_module_settings_torch_refuses_at_forward(kwargs, match):
+    """torch builds these and raises a RuntimeError at the first forward; handprop raises the
+    same type when the layer is built."""
+    with pytest.raises(RuntimeError, match=match.split()[0]):
+        nn.Conv2d(3, 4, **kwargs)(torch.randn(1, 3, 5, 5))
+    with pytest.raises(RuntimeError, match=match):
+        hnn.Conv2d(3, 4, **kwargs)
 
 
 def test_opinfo_import_leaves_process_state_alone():

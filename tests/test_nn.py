@@ -198,9 +198,20 @@ def test_linear_without_bias():
     assert "bias=False" in repr(lin)
 
 
-@pytest.mark.parametrize("sizes", [(0, 3), (3, 0), (-1, 2)])
-def test_linear_bad_sizes(sizes):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("sizes", [(0, 3), (3, 0)])
+def test_linear_empty_sizes(sizes):
+    """torch builds an empty layer (and warns); handprop refuses it."""
+    with pytest.raises(ValueError, match="positive sizes"):
+        hnn.Linear(*sizes)
+
+
+@pytest.mark.parametrize(
+    "sizes, error", [((-1, 2), RuntimeError), ((2, -3), RuntimeError), ((2.0, 3), TypeError)]
+)
+def test_linear_bad_sizes_raise_torchs_error(sizes, error):
+    with pytest.raises(error):
+        nn.Linear(*sizes)
+    with pytest.raises(error, match="negative dimension|should be of type int"):
         hnn.Linear(*sizes)
 
 

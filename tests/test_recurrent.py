@@ -259,36 +259,89 @@ def test_dropout_warns_for_one_layer():
 
 
 @pytest.mark.parametrize(
-    "build, match",
+    "build, error, match",
     [
-        (lambda: hnn.RNN(3, 4, nonlinearity="sigmoid"), "nonlinearity"),
-        (lambda: hnn.RNN(3, 0), "hidden_size"),
-        (lambda: hnn.RNN(3, 4, num_layers=0), "num_layers"),
-        (lambda: hnn.LSTM(3, 4, dropout=1.5), "dropout"),
-        (lambda: hnn.LSTM(3, 4, batch_first="yes"), "batch_first"),
-        (lambda: hnn.LSTM(3, 4, proj_size=2), "proj_size"),
+        (lambda m: m(3, 0), ValueError, "hidden_size must be greater than zero"),
+        (lambda m: m(3, 4, num_layers=0), ValueError, "num_layers must be greater than zero"),
+        (lambda m: m(-1, 4), ValueError, "input_size must be greater than zero"),
+        (lambda m: m(3, 4, dropout=1.5), ValueError, "dropout"),
+        (lambda m: m(3, 4, batch_first="yes"), TypeError, "batch_first should be of type bool"),
+        (lambda m: m(3, 4, bias=1), TypeError, "bias should be of type bool, got: int"),
+        (lambda m: m(3.0, 4), TypeError, "input_size should be of type int, got: float"),
+        (lambda m: m(3, "4"), TypeError, "hidden_size should be of type int, got: str"),
     ],
 )
-def test_bad_arguments(build, match):
-    with pytest.raises(ValueError, match=match):
-        build()
+@pytest.mark.parametrize("cell", ["RNN", "LSTM"])
+def test_bad_arguments_raise_torchs_error(cell, build, error, match):
+    """torch's exception type and words (tests/test_torch_errors.py runs torch's own list)."""
+    with pytest.raises(error, match=match):
+        build(getattr(nn, cell))
+    with pytest.raises(error, match=match):
+        build(getattr(hnn, cell))
+
+
+def test_unknown_nonlinearity():
+    for module in (nn.RNN, hnn.RNN):
+        with pytest.raises(ValueError, match="Unknown nonlinearity 'sigmoid'. Select from"):
+            module(3, 4, nonlinearity="sigmoid")
+
+
+def test_proj_size_is_not_supported():
+    with pytest.raises(ValueError, match="proj_size"):
+        hnn.LSTM(3, 4, proj_size=2)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda m: m(torch.randn(3, 2, 5)), RuntimeError, "input.size\\(-1\\) must be equal"),
+        (lambda m: m(torch.randn(3, 2, 3, 1)), ValueError, "Expected input to be 2D or 3D"),
+        (lambda m: m(torch.randn(3, 2, 3), (torch.randn(1, 2, 4),) * 3), RuntimeError, "two hidden"),
+        (
+            lambda m: m(torch.randn(3, 2, 3), (torch.randn(2, 2, 4), torch.randn(1, 2, 4))),
+            RuntimeError,
+            "Expected hidden\\[0\\] size \\(1, 2, 4\\), got \\[2, 2, 4\\]",
+        ),
+        (
+            lambda m: m(torch.randn(3, 2, 3), (torch.randn(2, 4), torch.randn(2, 4))),
+            RuntimeError,
+            "For batched 3-D input, hx and cx should also be 3-D",
+        ),
+        (
+            lambda m: m(torch.randn(3, 3), (torch.randn(1, 1, 4), torch.randn(1, 1, 4))),
+            RuntimeError,
+            "For unbatched 2-D input, hx and cx should also be 2-D",
+        ),
+        (lambda m: m(torch.randn(3, 2, 3, dtype=F64)), ValueError, "input dtype .* Convert input"),
+    ],
+)  # fmt: skip
+def test_bad_input_raises_torchs_error(call, error, match):
+    for module in (nn.LSTM(3, 4), hnn.LSTM(3, 4)):
+        with pytest.raises(error, match=match):
+            call(module)
 
 
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda m: m(torch.randn(3, 2, 5)), "input_size"),
-        (lambda m: m(torch.randn(3, 2, 3, 1)), "2-D .* or 3-D"),
         (lambda m: m(torch.randn(3, 2, 3), torch.randn(1, 2, 4)), "pair"),
-        (lambda m: m(torch.randn(3, 2, 3), (torch.randn(2, 2, 4), torch.randn(1, 2, 4))), "size"),
-        (lambda m: m(torch.randn(3, 2, 3), (torch.randn(2, 4), torch.randn(2, 4))), "3-D"),
-        (lambda m: m(torch.randn(3, 2, 3, dtype=F64)), "dtype"),
+        (lambda m: m(torch.randn(3, 2, 3), (torch.randn(1, 2, 4), None)), "both"),
         (lambda m: m(nn.utils.rnn.pack_sequence([torch.randn(2, 3)])), "PackedSequence"),
     ],
 )
-def test_bad_input(call, match):
+def test_bad_input_handprop_refuses(call, match):
+    """Where torch fails by accident (an IndexError, an AttributeError) or handprop has no
+    support (packed sequences): one clear ValueError."""
     with pytest.raises(ValueError, match=match):
         call(hnn.LSTM(3, 4))
+
+
+def test_rnn_hidden_state_errors_as_torch():
+    for module in (nn.RNN(3, 4), hnn.RNN(3, 4)):
+        with pytest.raises(RuntimeError, match="Expected hidden size \\(1, 2, 4\\), got"):
+            module(torch.randn(3, 2, 3), torch.randn(2, 2, 4))
+        with pytest.raises(RuntimeError, match="For batched 3-D input, hx should also be 3-D"):
+            module(torch.randn(3, 2, 3), torch.randn(2, 4))
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,7 +456,7 @@ def test_functional_wrappers_match_torch_ops():
         theirs = getattr(torch, name)(x, hx, params, True, 1, 0.0, False, True, False)
         for a, b in zip(ours, theirs, strict=True):
             torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
-    with pytest.raises(ValueError, match="expected 8 weights"):
+    with pytest.raises(RuntimeError, match="incorrect number of RNN parameters.*expected 8"):
         F.rnn_tanh(x, h, params[:4], True, 1, 0.0, False, True, False)
 
 

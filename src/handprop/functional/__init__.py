@@ -42,6 +42,7 @@ from handprop.functional.convolution import (
     flatten,
     max_pool2d,
 )
+from handprop.functional.dispatch import OVERRIDES, everywhere, override
 from handprop.functional.dropout import DropoutFunction, dropout
 from handprop.functional.losses import (
     BCEWithLogitsFunction,
@@ -79,6 +80,9 @@ __all__ = [
     "rnn_relu",
     "lstm",
     "FUNCTIONS",
+    "everywhere",
+    "OVERRIDES",
+    "override",
     "HandFunction",
     "function_of",
     "REDUCTIONS",

@@ -200,6 +200,11 @@ class LeakyReLUFunction(HandFunction):
 
 def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
     """``z if z > 0 else negative_slope·z``, elementwise (``inplace`` accepted, ignored)."""
+    if not isinstance(negative_slope, (int, float)):  # torch's TypeError (a bool is a number)
+        raise TypeError(
+            "leaky_relu(): argument 'negative_slope' must be Number, not "
+            f"{type(negative_slope).__name__}"
+        )
     return LeakyReLUFunction.apply(input, float(negative_slope))
 
 

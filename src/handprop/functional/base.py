@@ -22,6 +22,29 @@ REDUCTIONS = ("mean", "sum", "none")
 #: Every Function class written by hand, by name (not the generated twins below).
 _BY_NAME: dict[str, type[HandFunction]] = {}
 
+#: How many ``handprop.functional.everywhere()`` modes are open, in any thread. While none is,
+#: a Function's call pays one test of this global and nothing more.
+_modes_open = 0
+
+
+#: Whether a handprop Function's call is under way while a mode is open: ``everywhere()`` then
+#: leaves the torch calls that the Function's own forward makes to torch (no re-dispatch). One
+#: flag for the process, not per thread (``torch.compile`` traces a plain global, and guards on
+#: it, where a ``threading.local`` fails its guards): while one thread runs a Function, a call
+#: in another thread's ``everywhere()`` block runs torch's op instead — the same values.
+_shielded = False
+
+
+def _open_modes(change: int) -> None:
+    """Count an ``everywhere()`` mode opened (+1) or closed (−1)."""
+    global _modes_open
+    _modes_open += change
+
+
+def inside_handprop() -> bool:
+    """Whether a handprop Function is running (while an ``everywhere()`` mode is open)."""
+    return _shielded
+
 
 class _HandFunctionMeta(type(Function)):  # type: ignore[misc]
     """torch's own metaclass, under another name: ``torch.compile`` (Dynamo) then traces
@@ -58,6 +81,9 @@ class HandFunction(Function, metaclass=_HandFunctionMeta):
       for old-style Functions), so a forward in bf16 and a backward after leaving the autocast
       region still meet in one dtype. Outside autocast nothing extra runs.
     * Arguments left out of ``apply`` take ``forward``'s defaults, as in torch.
+    * **handprop.functional.everywhere()**: while such a mode is open, :meth:`apply` marks the
+      call as handprop's own (see ``_shielded``), so that the torch ops its forward calls are
+      not dispatched back to a handprop Function. With no mode open this costs one test.
     """
 
     _autocast: type[HandFunction]
@@ -79,6 +105,15 @@ class HandFunction(Function, metaclass=_HandFunctionMeta):
 
     @classmethod
     def apply(cls, *args: Any) -> Any:
+        global _shielded
+        if _modes_open and not _shielded:
+            # under everywhere(): this Function's own torch calls (its forward's conv2d, …)
+            # are torch's, not dispatched back to a handprop Function
+            _shielded = True
+            try:
+                return cls.apply(*args)
+            finally:
+                _shielded = False
         x = args[0]  # every handprop Function's first input is a tensor
         # (_autocast_on(x), inlined: this runs on every call of every Function)
         on = torch.is_autocast_enabled("cpu" if x.is_cpu else x.device.type)
@@ -203,9 +238,24 @@ def _fp32_under_autocast(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
     return tuple(t.float() if t is not None and t.is_floating_point() else t for t in tensors)
 
 
-def _check_same_shape(input: Tensor, target: Tensor, name: str) -> None:
-    if input.shape != target.shape:
-        raise ValueError(
-            f"{name}: target size {tuple(target.shape)} must be the same as input size "
-            f"{tuple(input.shape)}"
-        )
+def _check_same_shape(
+    input: Tensor, target: Tensor, name: str, error: type[Exception] | None = None
+) -> None:
+    """``input`` and ``target`` of one shape. Otherwise ``error`` (BCE: torch's ValueError); by
+    default torch's RuntimeError where the shapes do not broadcast, and a ValueError where they
+    do: torch's squared error then only warns and broadcasts, which (N,) against (N, 1) turns
+    into an N × N loss."""
+    if input.shape == target.shape:
+        return
+    message = (
+        f"{name}: target size {tuple(target.shape)} must be the same as input size "
+        f"{tuple(input.shape)}"
+    )
+    if error is None:
+        try:
+            torch.broadcast_shapes(input.shape, target.shape)
+        except RuntimeError:
+            raise RuntimeError(message + "; they do not broadcast either") from None
+        error = ValueError
+        message += " (torch would broadcast them, with a warning)"
+    raise error(message)

@@ -20,19 +20,34 @@ from handprop.functional.base import HandFunction
 _Size2 = tuple[int, int]
 
 
-def _pair(value: int | tuple[int, ...] | list[int], name: str) -> _Size2:
-    """``3 → (3, 3)``; ``(2, 3)`` stays; anything else is one clear error."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value, value)
-    if isinstance(value, (tuple, list)) and len(value) == 1:
-        return _pair(value[0], name)
-    if (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    ):
-        return (value[0], value[1])
-    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _pair(value: int | tuple[int, ...] | list[int], name: str, op: str = "conv2d") -> _Size2:
+    """``3 → (3, 3)``; ``(2, 3)`` stays; ``(2,)`` → ``(2, 2)``. Anything else is torch's error
+    for ``op``: a TypeError for what is not an int or a sequence of ints, a RuntimeError for a
+    sequence of another length."""
+    if _is_int(value):
+        return (value, value)  # type: ignore[return-value]
+    if isinstance(value, (tuple, list)) and all(_is_int(v) for v in value):
+        if len(value) == 1:
+            return (value[0], value[0])
+        if len(value) == 2:
+            return (value[0], value[1])
+        if op == "conv2d":
+            raise RuntimeError(
+                f"expected {name} to be a single integer value or a list of 2 values to match "
+                f"the convolution dimensions, but got {name}={list(value)}"
+            )
+        omitted = " omitted," if name == "stride" else ""
+        raise RuntimeError(
+            f"{op}: {name} must either be{omitted} a single int, or a tuple of two ints, "
+            f"got {value!r}"
+        )
+    raise TypeError(
+        f"{op}(): argument '{name}' must be an int or a tuple of ints, not {type(value).__name__}"
+    )
 
 
 def _output_padding(size: int, out: int, k: int, s: int, p: int, d: int) -> int:
@@ -223,21 +238,32 @@ def conv2d(
         >>> z.shape
         torch.Size([8, 6, 28, 28])
     """
+    if weight.dim() != 4:  # torch's words: a conv1d / conv3d weight is not conv2d's
+        raise RuntimeError(
+            f"Expected {weight.dim()}-dimensional input for {weight.dim()}-dimensional weight "
+            f"{list(weight.shape)}, but got {input.dim()}-dimensional input of size "
+            f"{list(input.shape)} instead; conv2d needs a 4-D weight"
+        )
     s, d = _pair(stride, "stride"), _pair(dilation, "dilation")
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    if not _is_int(groups):
+        raise TypeError(f"conv2d(): argument 'groups' must be int, not {type(groups).__name__}")
+    if groups < 1:
+        raise RuntimeError(f"non-positive groups is not supported, got groups={groups}")
     extra = (0, 0)
     if isinstance(padding, str):
         if padding == "valid":
             p = (0, 0)
         elif padding == "same":
             if s != (1, 1):
-                raise ValueError("padding='same' is not supported for strided convolutions")
+                raise RuntimeError("padding='same' is not supported for strided convolutions")
             total = [d[i] * (weight.shape[2 + i] - 1) for i in range(2)]
             p = (total[0] // 2, total[1] // 2)
             extra = (total[0] - 2 * p[0], total[1] - 2 * p[1])
         else:
-            raise ValueError(f"padding must be 'valid', 'same', an int or a pair, got {padding!r}")
+            raise RuntimeError(
+                f"Invalid padding string: {padding!r}; padding must be 'valid', 'same', an int "
+                "or a pair"
+            )
     else:
         p = _pair(padding, "padding")
     return Conv2dFunction.apply(input, weight, bias, s, p, d, groups, extra)
@@ -323,14 +349,16 @@ def _in_image(indices: Tensor, ctx: Any) -> tuple[Tensor, Tensor | None]:
     return indices.clamp(0, cells - 1), inside
 
 
-def _pool_args(kernel_size: Any, stride: Any, padding: Any) -> tuple[_Size2, _Size2, _Size2]:
-    k = _pair(kernel_size, "kernel_size")
+def _pool_args(
+    kernel_size: Any, stride: Any, padding: Any, op: str
+) -> tuple[_Size2, _Size2, _Size2]:
+    k = _pair(kernel_size, "kernel_size", op)
     s = (
         k
         if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
-        else (_pair(stride, "stride"))
+        else (_pair(stride, "stride", op))
     )
-    return k, s, _pair(padding, "padding")
+    return k, s, _pair(padding, "padding", op)
 
 
 def max_pool2d(
@@ -354,9 +382,9 @@ def max_pool2d(
         output (N, C, Ho, Wo), ``Ho = ⌊(H + 2·padding − dilation·(kh − 1) − 1) / stride⌋ + 1``
         (⌈⌉ with ``ceil_mode``).
     """
-    k, s, p = _pool_args(kernel_size, stride, padding)
+    k, s, p = _pool_args(kernel_size, stride, padding, "max_pool2d")
     out, indices = MaxPool2dFunction.apply(
-        input, k, s, p, _pair(dilation, "dilation"), bool(ceil_mode)
+        input, k, s, p, _pair(dilation, "dilation", "max_pool2d"), bool(ceil_mode)
     )
     return (out, indices) if return_indices else out
 
@@ -460,13 +488,15 @@ def avg_pool2d(
         output (N, C, Ho, Wo), ``Ho = ⌊(H + 2·padding − kh) / stride⌋ + 1`` (⌈⌉ with
         ``ceil_mode``).
     """
-    k, s, p = _pool_args(kernel_size, stride, padding)
-    if divisor_override is not None and (
-        isinstance(divisor_override, bool)
-        or not isinstance(divisor_override, int)
-        or divisor_override == 0
-    ):
-        raise ValueError(f"divisor_override must be a non-zero int, got {divisor_override!r}")
+    k, s, p = _pool_args(kernel_size, stride, padding, "avg_pool2d")
+    if divisor_override is not None:
+        if not _is_int(divisor_override):
+            raise TypeError(
+                "avg_pool2d(): argument 'divisor_override' must be int, not "
+                f"{type(divisor_override).__name__}"
+            )
+        if divisor_override == 0:
+            raise RuntimeError("divisor must be not zero")
     return AvgPool2dFunction.apply(
         input, k, s, p, bool(ceil_mode), bool(count_include_pad), divisor_override
     )

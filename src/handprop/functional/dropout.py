@@ -42,8 +42,12 @@ class DropoutFunction(HandFunction):
 
 
 def check_probability(p: Any) -> None:
-    """torch's check of a dropout probability: a number in [0, 1] (not a bool)."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+    """torch's check of a dropout probability: a number in [0, 1] (a ValueError), where
+    torch's comparison fails with a TypeError for what is not a number; handprop refuses a
+    bool too (a ValueError), which torch reads as 0 or 1."""
+    if not isinstance(p, (int, float)):
+        raise TypeError(f"dropout probability must be a number, got {type(p).__name__}")
+    if isinstance(p, bool) or not 0 <= p <= 1:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
 
 

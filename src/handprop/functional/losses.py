@@ -217,7 +217,7 @@ def binary_cross_entropy_with_logits(
     """``−w [p·y log σ(z) + (1−y) log(1−σ(z))]`` from logits ``z``; same shapes, ``y`` in
     [0, 1]; ``weight`` broadcasts to ``z``, ``pos_weight`` (``p``) along its last dimension."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
-    _check_same_shape(input, target, "binary_cross_entropy_with_logits")
+    _check_same_shape(input, target, "binary_cross_entropy_with_logits", ValueError)
     input, target, weight, pos_weight = _fp32_under_autocast(input, target, weight, pos_weight)
     return BCEWithLogitsFunction.apply(input, target, reduction, weight, pos_weight)
 
@@ -300,7 +300,8 @@ def nll_loss(
     """``−w_y ℓ_y`` from log-probabilities ``input`` (N, C, …) and class indices (N, …);
     ``weight`` (C,) per class, samples with ``target == ignore_index`` left out."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
-    _check_class_target(input, target, "nll_loss")
+    target = _check_class_target(input, target, "nll_loss")
+    _check_class_weight(input, weight)
     input, weight = _fp32_under_autocast(input, weight)
     return NLLLossFunction.apply(input, target, reduction, weight, int(ignore_index))
 
@@ -462,16 +463,22 @@ def cross_entropy(
     ``target == ignore_index`` left out, ``label_smoothing`` ε mixing in the uniform
     distribution."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
-    if not 0.0 <= label_smoothing <= 1.0:
+    # torch's checks, in torch's order, with torch's exception types
+    if label_smoothing > 1.0:
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    if label_smoothing < 0.0:  # torch ignores it (class indices) or applies it (probabilities)
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
-    if target.is_floating_point():
-        _check_same_shape(input, target, "cross_entropy")
-        if ignore_index >= 0:
-            raise ValueError(
-                "cross_entropy: ignore_index is not supported for class-probability targets"
+    if input.shape == target.shape:  # class probabilities: torch tells them apart by shape
+        if not target.is_floating_point():
+            raise RuntimeError(
+                "Expected floating point type for target with class probabilities, got "
+                f"{_dtype_name(target.dtype)}"
             )
+        if ignore_index >= 0:
+            raise RuntimeError("ignore_index is not supported for floating point target")
     else:
-        _check_class_target(input, target, "cross_entropy")
+        target = _check_class_target(input, target, "cross_entropy")
+    _check_class_weight(input, weight)
     input, target, weight = _fp32_under_autocast(input, target, weight)
     return CrossEntropyFunction.apply(
         input, target, reduction, weight, int(ignore_index), float(label_smoothing)
@@ -565,13 +572,65 @@ def _reduce_per_sample(
     return loss.sum() / _mean_divisor(target, weight, ignore_index, loss.numel())
 
 
-def _check_class_target(input: Tensor, target: Tensor, name: str) -> None:
-    if target.is_floating_point():
-        raise ValueError(f"{name}: target must hold class indices (an integer tensor)")
+#: torch's names of the dtypes, as its error messages spell them
+_DTYPE_NAMES = {
+    torch.int64: "Long",
+    torch.int32: "Int",
+    torch.int16: "Short",
+    torch.int8: "Char",
+    torch.uint8: "Byte",
+    torch.bool: "Bool",
+    torch.float64: "Double",
+    torch.float32: "Float",
+    torch.float16: "Half",
+    torch.bfloat16: "BFloat16",
+}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return _DTYPE_NAMES.get(dtype, str(dtype))
+
+
+def _check_class_target(input: Tensor, target: Tensor, name: str) -> Tensor:
+    """torch's checks of class indices against logits / log-probabilities, in torch's order
+    with torch's exception types; returns the target as int64 (torch also takes uint8)."""
+    if input.dim() < 1:
+        raise ValueError(f"{name}: Expected 1 or more dimensions (got {input.dim()})")
+    if input.dim() > 1 and target.dim() > 0 and input.shape[0] != target.shape[0]:
+        raise ValueError(
+            f"Expected input batch_size ({input.shape[0]}) to match target batch_size "
+            f"({target.shape[0]})."
+        )
     cdim = _cdim(input)
     expected = input.shape[:cdim] + input.shape[cdim + 1 :]
     if target.shape != expected:
-        raise ValueError(
-            f"{name}: class-index target of shape {tuple(target.shape)} does not "
-            f"fit logits of shape {tuple(input.shape)}; expected {tuple(expected)}"
+        if input.dim() <= 2 and target.dim() > 1:
+            raise RuntimeError(
+                f"{name}: 0D or 1D target tensor expected, multi-target not supported (got "
+                f"target of shape {tuple(target.shape)} for input of shape {tuple(input.shape)})"
+            )
+        if input.dim() == 1:  # torch reads a (1,) target of one sample; handprop wants ()
+            raise ValueError(
+                f"{name}: class-index target of shape {tuple(target.shape)} does not "
+                f"fit logits of shape {tuple(input.shape)}; expected {tuple(expected)}"
+            )
+        raise RuntimeError(
+            f"{name}: Expected target size {list(expected)}, got {list(target.shape)}"
+        )
+    if target.dtype not in (torch.int64, torch.uint8):
+        raise RuntimeError(
+            f"{name}: expected target dtype to be Long or Byte, but got {_dtype_name(target.dtype)}"
+        )
+    return target if target.dtype == torch.int64 else target.long()
+
+
+def _check_class_weight(input: Tensor, weight: Tensor | None) -> None:
+    """Class weights: one per class, as torch requires."""
+    if weight is None or input.dim() < 1:
+        return
+    classes = input.shape[_cdim(input)]
+    if weight.dim() != 1 or weight.numel() != classes:
+        raise RuntimeError(
+            f"weight tensor should be defined either for all {classes} classes or no classes "
+            f"but got weight tensor of shape: {list(weight.shape)}"
         )

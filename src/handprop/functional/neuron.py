@@ -79,4 +79,9 @@ class LinearFunction(HandFunction):
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``z = x Wᵀ + b``. ``input`` (*, in), ``weight`` (out, in), ``bias`` (out,) → (*, out)."""
+    if input.dim() == 0 or weight.dim() == 0:
+        raise RuntimeError(
+            "both arguments to linear need to be at least 1D, but they are "
+            f"{input.dim()}D and {weight.dim()}D"
+        )
     return LinearFunction.apply(input, weight, bias)

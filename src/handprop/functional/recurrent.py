@@ -527,9 +527,10 @@ def _stacked(
     directions = 2 if bidirectional else 1
     per = 4 if has_biases else 2
     if len(params) != num_layers * directions * per:
-        raise ValueError(
-            f"{cell}: expected {num_layers * directions * per} weights for {num_layers} layers "
-            f"and {directions} directions, got {len(params)}"
+        raise RuntimeError(
+            f"{cell}: got an incorrect number of RNN parameters: expected "
+            f"{num_layers * directions * per} weights for {num_layers} layers and {directions} "
+            f"directions, got {len(params)}"
         )
     x = input.transpose(0, 1) if batch_first else input
     finals: list[list[Tensor]] = [[] for _ in hx]
@@ -648,7 +649,7 @@ def lstm(
         final ``h`` and ``c`` (num_layers·D, N, H).
     """
     if len(hx) != 2:
-        raise ValueError(f"lstm: hx must be the pair (h_0, c_0), got {len(hx)} tensors")
+        raise RuntimeError(f"lstm expects two hidden states (h_0, c_0), got {len(hx)}")
     return _stacked(
         "lstm",
         input,

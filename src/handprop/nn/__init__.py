@@ -9,7 +9,8 @@ handprop Function with a hand-written backward. One file per family, as the note
 * :mod:`~handprop.nn.convolution` — ``Conv2d`` and the poolings;
 * :mod:`~handprop.nn.recurrent` — ``RNN`` and ``LSTM``;
 * :mod:`~handprop.nn.init` — the initialisation schemes;
-* :mod:`~handprop.nn.conversion` — ``to_handprop`` / ``to_torch`` for whole models.
+* :mod:`~handprop.nn.conversion` — ``to_handprop`` / ``to_torch`` for whole models;
+* :mod:`~handprop.nn.report` — ``coverage``: which layers and graph nodes are handprop's.
 
 The notes' networks (``MLP``, ``ConvNet``, ``RecurrentNet``, ``Autoencoder``, ``GAN``) live in
 :mod:`handprop.networks`; ``handprop.nn.MLP`` (and ``ConvNet``, ``RecurrentNet``) name the same
@@ -26,6 +27,7 @@ from handprop.nn.layers import (
     ACTIVATIONS,
     Dropout,
     Flatten,
+    HandpropLayer,
     LeakyReLU,
     Linear,
     LogSoftmax,
@@ -42,6 +44,7 @@ from handprop.nn.losses import (
     QuadraticCost,
 )
 from handprop.nn.recurrent import LSTM, RNN
+from handprop.nn.report import Coverage, coverage
 
 _NETWORKS = ("MLP", "ConvNet", "RecurrentNet")
 
@@ -72,6 +75,9 @@ __all__ = [
     "TWINS",
     "to_handprop",
     "to_torch",
+    "coverage",
+    "Coverage",
+    "HandpropLayer",
     *_NETWORKS,
 ]
 

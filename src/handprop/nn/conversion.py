@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
 
+from handprop.functional.dispatch import everywhere
 from handprop.nn.convolution import AvgPool2d, Conv2d, MaxPool2d
 from handprop.nn.layers import (
     Dropout,
@@ -50,9 +52,23 @@ TWINS: dict[type[nn.Module], type[nn.Module]] = {
 }
 
 
-def to_handprop(module: nn.Module) -> nn.Module:
+def to_handprop(
+    module: nn.Module,
+    *,
+    functional: bool = False,
+    verbose: bool = False,
+    example_inputs: tuple | None = None,
+) -> nn.Module:
     """Swap every torch.nn layer of ``module`` that has a handprop twin (:data:`TWINS`), at any
     depth, for the twin, so its backward pass runs the hand-written derivatives.
+
+    ``functional=True`` also runs the model's forward inside
+    :func:`handprop.functional.everywhere`, so the functional calls written in it
+    (``F.relu(x)``, ``torch.flatten(x, 1)``, ``F.log_softmax``) run handprop's Functions too
+    (the wrapper is the instance attribute ``forward``: state dict and parameter names stay;
+    :func:`to_torch` takes it off). ``verbose=True`` prints :func:`coverage`'s report: the
+    layers, and with ``example_inputs`` (a tuple of the forward's arguments) the share of the
+    forward pass's graph that runs handprop's Functions.
 
     Each twin is built by its public constructor from the layer's settings as they are now
     (``in_features``, ``padding``, ``dropout``, a loss's ``reduction``, …), then takes over the
@@ -73,7 +89,27 @@ def to_handprop(module: nn.Module) -> nn.Module:
         >>> model = to_handprop(model)                    # one line: hand-written backward
         >>> reference = to_torch(copy.deepcopy(model))    # and back, to compare gradients
     """
-    return _swap(module, TWINS, "to_handprop", "")
+    converted = _swap(module, TWINS, "to_handprop", "")
+    if functional and not isinstance(converted.__dict__.get("forward"), _ForwardEverywhere):
+        converted.forward = _ForwardEverywhere(converted)
+    if verbose:
+        from handprop.nn.report import coverage
+
+        coverage(converted, *(example_inputs or ()))
+    return converted
+
+
+class _ForwardEverywhere:
+    """A module's own forward, run inside :func:`handprop.functional.everywhere` (what
+    ``to_handprop(functional=True)`` sets as the module's ``forward``). It holds the module, not
+    a bound method, so ``copy.deepcopy`` and pickling carry it over to the copy."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with everywhere():
+            return type(self.module).forward(self.module, *args, **kwargs)
 
 
 def to_torch(module: nn.Module) -> nn.Module:
@@ -81,7 +117,9 @@ def to_torch(module: nn.Module) -> nn.Module:
     torch.nn twin, state kept the same way. ``QuadraticCost`` (half of ``MSELoss``) has no twin
     and stays; an :class:`MLP` stays an ``MLP`` whose ``layers`` Sequential holds torch.nn layers
     (its parameter names, ``layers.{2k}.weight``, do not change; :meth:`MLP.backprop` needs
-    handprop layers)."""
+    handprop layers); the forward of ``to_handprop(functional=True)`` is the class's again."""
+    if isinstance(module.__dict__.get("forward"), _ForwardEverywhere):
+        del module.forward
     return _swap(module, {twin: layer for layer, twin in TWINS.items()}, "to_torch", "")
 
 
@@ -112,8 +150,8 @@ def _twin(module: nn.Module, twin_class: type[nn.Module], caller: str, path: str
         warnings.simplefilter("ignore")
         try:
             twin = twin_class(**_settings(module, handprop_class))
-        except ValueError as error:  # a setting the twin does not support
-            raise ValueError(f"{where}: {error}") from None
+        except (ValueError, TypeError, RuntimeError) as error:  # a setting it does not take
+            raise type(error)(f"{where}: {error}") from None
     params = dict(module.named_parameters(recurse=False, remove_duplicate=False))
     buffers = dict(module.named_buffers(recurse=False, remove_duplicate=False))
     children = dict(module.named_children())

@@ -6,12 +6,12 @@ import torch
 from torch import Tensor, nn
 
 from handprop import functional as F
-from handprop.nn.layers import _check_positive_int, _torch_default_init_
+from handprop.nn.layers import HandpropLayer, _check_positive_int, _torch_default_init_
 
 __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d"]
 
 
-class Conv2d(nn.Module):
+class Conv2d(HandpropLayer):
     r"""A layer of ``out_channels`` filters sliding over the image: the neuron with shared
     weights, ``z[n,o] = b[o] + Σ_c W[o,c] ⋆ x[n,c]`` (see :func:`handprop.functional.conv2d`).
 
@@ -66,8 +66,15 @@ class Conv2d(nn.Module):
             raise ValueError(
                 f"Conv2d: handprop supports padding_mode='zeros' only, got {padding_mode!r}"
             )
-        if min(self.kernel_size) <= 0 or min(self.stride) <= 0 or min(self.dilation) <= 0:
-            raise ValueError("Conv2d: kernel_size, stride and dilation must be positive")
+        # torch's modules take these and fail at the first forward: the same error, sooner
+        if min(self.kernel_size) <= 0:
+            raise RuntimeError(
+                f"Conv2d: kernel size should be greater than zero, got {kernel_size}"
+            )
+        if min(self.stride) <= 0:
+            raise RuntimeError(f"Conv2d: non-positive stride is not supported, got {stride}")
+        if min(self.dilation) <= 0:
+            raise RuntimeError(f"Conv2d: dilation should be greater than zero, got {dilation}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.padding_mode = padding_mode
         kw = {"device": device, "dtype": dtype}
@@ -105,7 +112,7 @@ class Conv2d(nn.Module):
         return s
 
 
-class MaxPool2d(nn.Module):
+class MaxPool2d(HandpropLayer):
     """Max pooling over (dilated) windows; the gradient goes to each window's maximum.
 
     Shapes: (N, C, H, W) or (C, H, W) → (N, C, Ho, Wo); arguments as ``torch.nn.MaxPool2d``.
@@ -143,7 +150,7 @@ class MaxPool2d(nn.Module):
         )
 
 
-class AvgPool2d(nn.Module):
+class AvgPool2d(HandpropLayer):
     """Average pooling; each input gets an equal share of its windows' δ.
 
     Shapes: (N, C, H, W) or (C, H, W) → (N, C, Ho, Wo); arguments as ``torch.nn.AvgPool2d``.

@@ -13,6 +13,7 @@ from handprop import functional as F
 from handprop.functional.dropout import check_probability
 
 __all__ = [
+    "HandpropLayer",
     "Linear",
     "Sigmoid",
     "Tanh",
@@ -25,6 +26,16 @@ __all__ = [
     "ACTIVATIONS",
     "ACTIVATION_RULES",
 ]
+
+
+class HandpropLayer(nn.Module):
+    """The base of every handprop layer: its ``repr`` ends in `` [handprop]``, e.g.
+    ``Linear(in_features=4, out_features=5, bias=True) [handprop]``, so a printed model shows
+    which layers run the hand-written backward. Nothing else: no state, no parameters, so the
+    state dict and parameter names are the torch twin's."""
+
+    def __repr__(self) -> str:
+        return super().__repr__() + " [handprop]"
 
 
 def _torch_default_init_(weight: Tensor, bias: Tensor | None, fan_in: int) -> None:
@@ -40,7 +51,7 @@ def _torch_default_init_(weight: Tensor, bias: Tensor | None, fan_in: int) -> No
             bias.uniform_(-b, b)
 
 
-class Linear(nn.Module):
+class Linear(HandpropLayer):
     r"""A layer of ``out_features`` neurons, each ``z = w·x + b``: ``z = x Wᵀ + b``.
 
     Shapes: input (*, in_features) → output (*, out_features).
@@ -60,7 +71,15 @@ class Linear(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if in_features <= 0 or out_features <= 0:
+        for name, size in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(size, bool) or not isinstance(size, int):  # torch's TypeError
+                raise TypeError(f"Linear: {name} should be of type int, got: {type(size).__name__}")
+            if size < 0:  # torch's words for its weight of that size
+                raise RuntimeError(
+                    f"Linear: Trying to create tensor with negative dimension {size}: "
+                    f"[{out_features}, {in_features}]"
+                )
+        if in_features == 0 or out_features == 0:  # torch builds an empty layer, with a warning
             raise ValueError(
                 f"Linear needs positive sizes, got in_features={in_features}, "
                 f"out_features={out_features}"
@@ -87,21 +106,21 @@ class Linear(nn.Module):
         )
 
 
-class Sigmoid(nn.Module):
+class Sigmoid(HandpropLayer):
     """``σ(z) = 1 / (1 + e^{-z})``, elementwise; any shape."""
 
     def forward(self, input: Tensor) -> Tensor:
         return F.sigmoid(input)
 
 
-class Tanh(nn.Module):
+class Tanh(HandpropLayer):
     """``tanh(z)``, elementwise; any shape."""
 
     def forward(self, input: Tensor) -> Tensor:
         return F.tanh(input)
 
 
-class ReLU(nn.Module):
+class ReLU(HandpropLayer):
     """``max(0, z)``, elementwise; any shape. ``inplace`` is accepted and ignored."""
 
     def __init__(self, inplace: bool = False) -> None:
@@ -112,7 +131,7 @@ class ReLU(nn.Module):
         return F.relu(input)
 
 
-class LeakyReLU(nn.Module):
+class LeakyReLU(HandpropLayer):
     """``z if z > 0 else negative_slope·z``, elementwise; any shape."""
 
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
@@ -126,7 +145,7 @@ class LeakyReLU(nn.Module):
         return f"negative_slope={self.negative_slope}"
 
 
-class _AlongDim(nn.Module):
+class _AlongDim(HandpropLayer):
     """A normalisation along ``dim``, which is required here (torch's implicit choice of it is
     deprecated)."""
 
@@ -158,7 +177,7 @@ class LogSoftmax(_AlongDim):
         return F.log_softmax(input, self._dim())
 
 
-class Flatten(nn.Module):
+class Flatten(HandpropLayer):
     """Dimensions ``start_dim … end_dim`` into one: (N, C, H, W) → (N, C·H·W) by default."""
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
@@ -172,7 +191,7 @@ class Flatten(nn.Module):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
-class Dropout(nn.Module):
+class Dropout(HandpropLayer):
     """While training, zero each element with probability ``p`` and scale the rest by
     ``1 / (1 − p)`` (torch's draws); the identity in ``eval()``. Any shape."""
 

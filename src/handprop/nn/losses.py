@@ -10,11 +10,12 @@ from handprop.functional.base import (
     _count,
     _legacy_reduction,
 )
+from handprop.nn.layers import HandpropLayer
 
 __all__ = ["MSELoss", "QuadraticCost", "BCEWithLogitsLoss", "CrossEntropyLoss", "NLLLoss"]
 
 
-class _Loss(nn.Module):
+class _Loss(HandpropLayer):
     """torch's loss constructor: ``reduction``, or the deprecated ``size_average`` /
     ``reduce`` pair (mapped to it, with torch's warning)."""
 
@@ -112,7 +113,7 @@ class BCEWithLogitsLoss(_Loss):
         """``C`` and ``∂C/∂z = (σ(z) − y) / n`` without autograd: where :meth:`MLP.backprop`
         starts the δ recursion."""
         _plain_only(self, weight=self.weight is not None, pos_weight=self.pos_weight is not None)
-        _check_same_shape(input, target, "binary_cross_entropy_with_logits")
+        _check_same_shape(input, target, "binary_cross_entropy_with_logits", ValueError)
         fn, n = F.BCEWithLogitsFunction, _count(input.shape, self.reduction)
         return fn.forward(input, target, self.reduction), fn.derivative(input, target).div_(n)
 

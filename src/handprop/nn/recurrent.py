@@ -9,12 +9,16 @@ import torch
 from torch import Tensor, nn
 
 from handprop import functional as F
-from handprop.nn.layers import _check_positive_int
+from handprop.nn.layers import HandpropLayer
 
 __all__ = ["RNN", "LSTM"]
 
 
-class _Recurrent(nn.Module):
+def _type(value: object) -> str:
+    return type(value).__name__
+
+
+class _Recurrent(HandpropLayer):
     """What RNN and LSTM share: arguments, parameters, initialisation and input checks, as
     ``torch.nn.RNNBase``."""
 
@@ -34,19 +38,7 @@ class _Recurrent(nn.Module):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        for name, value in (
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("num_layers", num_layers),
-        ):
-            _check_positive_int(value, name, owner)
-        for name, value in (
-            ("bias", bias),
-            ("batch_first", batch_first),
-            ("bidirectional", bidirectional),
-        ):
-            if not isinstance(value, bool):
-                raise ValueError(f"{owner}: {name} must be True or False, got {value!r}")
+        # torch's checks, in torch's order, with torch's exception types and messages
         if (
             isinstance(dropout, bool)
             or not isinstance(dropout, (int, float))
@@ -63,6 +55,20 @@ class _Recurrent(nn.Module):
                 f"num_layers={num_layers}",
                 stacklevel=3,
             )
+        for name, value in (("bias", bias), ("batch_first", batch_first)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{owner}: {name} should be of type bool, got: {_type(value)}")
+        for name, value in (
+            ("input_size", input_size),
+            ("hidden_size", hidden_size),
+            ("num_layers", num_layers),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{owner}: {name} should be of type int, got: {_type(value)}")
+            if value <= 0:
+                raise ValueError(f"{owner}: {name} must be greater than zero, got {value}")
+        if not isinstance(bidirectional, bool):  # torch takes any truthy value; handprop a bool
+            raise ValueError(f"{owner}: bidirectional must be True or False, got {bidirectional!r}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first = bias, batch_first
         self.dropout, self.bidirectional = float(dropout), bidirectional
@@ -107,46 +113,54 @@ class _Recurrent(nn.Module):
     def flatten_parameters(self) -> None:
         """A no-op, for code written for torch's modules (cuDNN's one weight buffer)."""
 
-    def _prepare(self, input: Tensor, hx: Tensor | None, name: str) -> tuple[Tensor, Tensor, bool]:
-        """Checks the input and one initial state, batches both, fills in a missing state."""
+    def _prepare(
+        self, input: Tensor, states: tuple[Tensor | None, ...]
+    ) -> tuple[Tensor, tuple[Tensor, ...], bool]:
+        """Checks the input and the initial states (``(h_0,)`` or ``(h_0, c_0)``, all given or
+        all None) as torch's modules do, in their order and with their exception types;
+        batches them and fills in missing states."""
         owner = type(self).__name__
         if isinstance(input, nn.utils.rnn.PackedSequence):
             raise ValueError(f"{owner}: PackedSequence input is not supported; pad the batch")
         if input.dim() not in (2, 3):
+            raise ValueError(f"{owner}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+        batched = input.dim() == 3
+        given = [s for s in states if s is not None]
+        if given and any(s.dim() != input.dim() for s in given):
+            kind = "batched 3-D" if batched else "unbatched 2-D"
+            dims = ", ".join(f"{s.dim()}-D" for s in given)
+            names = "hx" if len(given) == 1 else "hx and cx"
+            got = f"{dims} tensor" if len(given) == 1 else f"({dims}) tensors"
+            raise RuntimeError(
+                f"For {kind} input, {names} should also be {input.dim()}-D but got {got}"
+            )
+        if input.dtype != self.weight_ih_l0.dtype:
+            w = self.weight_ih_l0.dtype
             raise ValueError(
-                f"{owner}: expected input to be 2-D (unbatched) or 3-D, got {input.dim()}-D"
+                f"RNN input dtype ({input.dtype}) does not match weight dtype ({w}). "
+                f"Convert input: input.to({w}), or convert model: model.to({input.dtype})"
             )
         if input.shape[-1] != self.input_size:
-            raise ValueError(
-                f"{owner}: input.size(-1) must be equal to input_size. Expected "
-                f"{self.input_size}, got {input.shape[-1]}"
+            raise RuntimeError(
+                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                f"got {input.shape[-1]}"
             )
-        batched = input.dim() == 3
         if not batched:
             input = input.unsqueeze(0 if self.batch_first else 1)
         directions = 2 if self.bidirectional else 1
         batch = input.shape[0 if self.batch_first else 1]
         expected = (self.num_layers * directions, batch, self.hidden_size)
-        if hx is None:
-            hx = torch.zeros(expected, dtype=input.dtype, device=input.device)
-        else:
-            if hx.dim() != (3 if batched else 2):
-                raise ValueError(
-                    f"{owner}: for {input.dim() if batched else 2}-D input, {name} must be "
-                    f"{3 if batched else 2}-D, got {hx.dim()}-D"
-                )
-            if not batched:
-                hx = hx.unsqueeze(1)
-            if tuple(hx.shape) != expected:
-                raise ValueError(
-                    f"{owner}: expected {name} of size {list(expected)}, got {list(hx.shape)}"
-                )
-        if input.dtype != self.weight_ih_l0.dtype:
-            raise ValueError(
-                f"{owner}: input dtype ({input.dtype}) does not match weight dtype "
-                f"({self.weight_ih_l0.dtype}); convert one with .to()"
-            )
-        return input, hx, batched
+        out = []
+        for k, s in enumerate(states):
+            if s is None:
+                s = torch.zeros(expected, dtype=input.dtype, device=input.device)
+            elif not batched:
+                s = s.unsqueeze(1)
+            if tuple(s.shape) != expected:
+                which = f"[{k}]" if len(states) > 1 else ""
+                raise RuntimeError(f"Expected hidden{which} size {expected}, got {list(s.shape)}")
+            out.append(s)
+        return input, tuple(out), batched
 
     def _unbatch(self, output: Tensor, states: tuple[Tensor, ...], batched: bool) -> tuple:
         if batched:
@@ -195,7 +209,7 @@ class RNN(_Recurrent):
     ) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(
-                f"RNN: unknown nonlinearity {nonlinearity!r}; select from 'tanh' or 'relu'"
+                f"RNN: Unknown nonlinearity {nonlinearity!r}. Select from 'tanh' or 'relu'."
             )
         self.nonlinearity = nonlinearity
         super().__init__(
@@ -211,7 +225,7 @@ class RNN(_Recurrent):
         )
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        input, hx, batched = self._prepare(input, hx, "hx")
+        input, (hx,), batched = self._prepare(input, (hx,))
         run = F.rnn_tanh if self.nonlinearity == "tanh" else F.rnn_relu
         output, h_n = run(
             input,
@@ -276,13 +290,14 @@ class LSTM(_Recurrent):
     def forward(
         self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+        if hx is not None and not isinstance(hx, (tuple, list)):
             raise ValueError("LSTM: hx must be the pair (h_0, c_0)")
+        if hx is not None and len(hx) != 2:
+            raise RuntimeError("lstm expects two hidden states")  # torch's words
         h0, c0 = (None, None) if hx is None else hx
         if (h0 is None) != (c0 is None):
             raise ValueError("LSTM: give both h_0 and c_0, or neither")
-        batched_input, h0, batched = self._prepare(input, h0, "h_0")
-        _, c0, _ = self._prepare(input, c0, "c_0")
+        batched_input, (h0, c0), batched = self._prepare(input, (h0, c0))
         output, h_n, c_n = F.lstm(
             batched_input,
             (h0, c0),
