@@ -36,7 +36,7 @@ def test_every_code_name_in_the_doc_exists() -> None:
     for name in sorted(names):
         _resolve(name)  # raises if renamed or moved
     for path in set(re.findall(r"`(conf/\w+/\w+\.yaml)`", DOC)):
-        assert (ROOT / "src" / "handprop" / path).is_file(), path
+        assert (ROOT / "src" / "handprop" / "trainer" / path).is_file(), path
 
 
 def test_every_test_named_in_the_doc_exists() -> None:

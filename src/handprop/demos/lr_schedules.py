@@ -129,7 +129,7 @@ def tables(r: dict) -> list[Table]:
             "lr (scaled)",
             "train cost (scaled)",
         ],
-        note="gd.lr_scaling=true multiplies the rate by B / 32 (handprop.trainer.build.plan). "
+        note="gd.lr_scaling=true multiplies the rate by B / 32 (handprop.trainer.plan.make_plan). "
         "A B-times bigger batch makes B times fewer updates; a B-times bigger step makes up "
         "for it — while the step stays below the stability limit.",
     )
