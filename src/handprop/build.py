@@ -29,7 +29,7 @@ from handprop.cli import ConfigError, verbose_errors
 from handprop.data import PREPROCESSING, TabularDataModule
 from handprop.datasets import DATA_TASKS, TASKS, UNSUPERVISED, load_table
 from handprop.gan import GANModule
-from handprop.guards import AtomicCheckpointIO, Checkpoints
+from handprop.guards import AtomicCheckpointIO, Checkpoints, StopOnSignal
 from handprop.model import NETWORKS, HandpropModule
 from handprop.nn import ACTIVATIONS, CELLS, INITS, POOLS, block_pools, conv_output_size
 from handprop.pictures import PICTURED, Pictures
@@ -509,8 +509,10 @@ def fast_tensorboard_checksums() -> None:
 def build_trainer(cfg: DictConfig, run_dir: Path, p: Plan) -> L.Trainer:
     callbacks: list[L.Callback] = []
     ck, es = cfg.callbacks.checkpoint, cfg.callbacks.early_stopping
+    checkpoints = None
     if ck.enabled:
-        callbacks.append(Checkpoints(run_dir / "checkpoints", p.monitor, ck.every_seconds))
+        checkpoints = Checkpoints(run_dir / "checkpoints", p.monitor, ck.every_seconds)
+        callbacks.append(checkpoints)
     if es.enabled:
         # Checked at the end of each training epoch: the module validates there.
         callbacks.append(
@@ -520,6 +522,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, p: Plan) -> L.Trainer:
         callbacks.append(Progress())
     if cfg.logger.name == "tensorboard" and cfg.model.name in PICTURED:
         callbacks.append(Pictures())
+    # Ctrl-C or SIGTERM: last.ckpt, then a stop (with callbacks.checkpoint.enabled=false too;
+    # the path is the one ckpt_path=last reads).
+    callbacks.append(StopOnSignal(run_dir / "checkpoints" / "last.ckpt", checkpoints))
     logger: Any = False
     if cfg.logger.name == "tensorboard":
         fast_tensorboard_checksums()
@@ -544,7 +549,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, p: Plan) -> L.Trainer:
             default_root_dir=str(run_dir),
             logger=logger,
             callbacks=callbacks,
-            enable_checkpointing=bool(ck.enabled),
+            enable_checkpointing=True,  # StopOnSignal is one, so Lightning adds none of its own
             enable_model_summary=False,
             num_sanity_val_steps=0,
             limit_val_batches=0,  # the module validates the whole split at each epoch's end

@@ -1,5 +1,6 @@
 """What keeps a run from being lost: a stop at the first non-finite loss, checkpoints that are
-never half-written, and a checkpoint policy that costs microseconds per epoch."""
+never half-written, a checkpoint policy that costs microseconds per epoch, and a stop on
+Ctrl-C or SIGTERM that saves the whole training state first."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from handprop.cli import UserError, writing
+from handprop.cli import Stopped, UserError, reclaim_stop_signals, stop_requested, writing
 
 
 class Diverged(UserError, RuntimeError):
@@ -148,3 +149,60 @@ class Checkpoints(Checkpoint):
         self.best_score = state_dict["best_score"]
         self.best_epoch, self.best_step = state_dict["best_epoch"], state_dict["best_step"]
         self.best_weights = state_dict["best_weights"]
+
+
+class StopOnSignal(Checkpoint):
+    """A stop asked for by SIGINT or SIGTERM (:func:`handprop.cli.stop_requested`): at the end
+    of the current chunk of updates (a Lightning step), ``last.ckpt`` is written and
+    :class:`~handprop.cli.Stopped` raised. The checkpoint is the whole training state, as
+    :class:`Checkpoints` writes it (``best.ckpt`` with it when the best weights changed),
+    plus where the epoch stands (the module's ``epoch_steps`` and running sums), so that
+    ``ckpt_path=last`` resumes exactly: the same updates on the same batches.
+
+    When that chunk is the epoch's last, the stop waits for the epoch's end (validation, the
+    epoch-interval schedule, early stopping), where Lightning's own resume is exact; when
+    training ends there anyway, it ends as usual. Under DDP rank 0's request decides, on
+    every rank at the same step.
+
+    A subclass of Lightning's ``Checkpoint``, so its epoch-end hook runs after the module's and
+    after :class:`Checkpoints`'.
+    """
+
+    def __init__(self, last_path: str | Path, checkpoints: Checkpoints | None = None) -> None:
+        self.last_path, self.checkpoints = Path(last_path), checkpoints
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        reclaim_stop_signals()  # Lightning's own SIGTERM handler would stop mid-step
+
+    def _requested(self, trainer: L.Trainer) -> int | None:
+        signum = stop_requested()
+        if trainer.world_size > 1:  # every rank stops at the same step: rank 0's request
+            signum = trainer.strategy.broadcast(signum, src=0)
+        return signum
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        if trainer.should_stop or i + 1 >= trainer.num_training_batches:
+            return  # training ends here, or the epoch's end comes next: stop there
+        signum = self._requested(trainer)
+        if signum is not None:
+            self.stop(trainer, pl_module, signum)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        last = (
+            trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1
+        )
+        if trainer.should_stop or last:
+            return  # the last epoch: training ends as usual
+        signum = self._requested(trainer)
+        if signum is not None:
+            self.stop(trainer, pl_module, signum)
+
+    def stop(self, trainer: L.Trainer, pl_module: L.LightningModule, signum: int) -> None:
+        """Write ``last.ckpt`` (and ``best.ckpt`` when due), then raise ``Stopped``."""
+        if self.checkpoints is not None:
+            self.checkpoints.save(trainer, pl_module)
+        else:
+            trainer.save_checkpoint(self.last_path)
+        raise Stopped(signum, pl_module.updates, self.last_path)

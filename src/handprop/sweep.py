@@ -9,6 +9,7 @@ sweep directory and prints one line per job.
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from handprop.cli import (
     MachineError,
     as_machine_error,
     report,
+    stop_requested,
     verbose_errors,
     write_json_atomic,
 )
@@ -39,7 +41,12 @@ class JobsInTurn(Launcher):
     """Hydra's basic launcher (the jobs one after another, in this process), except for what
     Hydra itself writes for a job before handprop's code runs (the job's directory, its log):
     when the machine refuses that write, the job is reported in one line and listed as failed
-    in ``summary.json``, and the sweep goes on with the next job, as for any failing job."""
+    in ``summary.json``, and the sweep goes on with the next job, as for any failing job.
+
+    Ctrl-C or SIGTERM (:func:`handprop.cli.stop_requested`) stops the job under way (it
+    writes its ``last.ckpt`` and prints how to resume it) and the sweep: no further job
+    starts, ``summary.json`` lists the stopped job and those not run, and the process ends
+    with status 128 + the signal's number."""
 
     def __init__(self) -> None:
         self.config: DictConfig | None = None
@@ -59,6 +66,8 @@ class JobsInTurn(Launcher):
         print(f"Launching {len(job_overrides)} jobs, one after another", flush=True)
         runs = []
         for idx, overrides in enumerate(job_overrides, initial_job_idx):
+            if stop_requested() is not None:
+                self.stop(job_overrides[idx - initial_job_idx :])
             print(f"  #{idx}: {' '.join(filter_overrides(overrides))}", flush=True)
             job = self.context.config_loader.load_sweep_config(self.config, list(overrides))
             with open_dict(job):
@@ -84,7 +93,20 @@ class JobsInTurn(Launcher):
                 ret.return_value = float("nan") if job.get("optimized_metric") else None
             runs.append(ret)
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        if stop_requested() is not None:
+            self.stop([])
         return runs
+
+    def stop(self, not_run: Any) -> None:
+        """End the sweep on a stop request: ``summary.json`` with the jobs ``not_run``, then
+        exit with status 128 + the signal's number."""
+        assert self.config is not None and self.context is not None
+        signum = stop_requested()
+        assert signum is not None
+        for cb in self.context.callbacks.callbacks:
+            if isinstance(cb, SweepSummary):
+                cb.write(self.config, [list(o) for o in not_run], signum)
+        raise SystemExit(128 + signum)
 
 
 def summarize(sweep_dir: Path) -> dict[str, Any]:
@@ -97,10 +119,11 @@ def summarize(sweep_dir: Path) -> dict[str, Any]:
             test = {k: v for k, v in m.items() if k.startswith("test/")}
             jobs.append({"dir": d.name, "overrides": overrides, "status": "ok", "metrics": test})
         else:
-            err = "did not finish (no metrics.json)"
+            err, status = "did not finish (no metrics.json)", "failed"
             if (d / "error.json").is_file():
-                err = json.loads((d / "error.json").read_text()).get("error", err)
-            jobs.append({"dir": d.name, "overrides": overrides, "status": "failed", "error": err})
+                found = json.loads((d / "error.json").read_text())
+                err, status = found.get("error", err), found.get("status", status)
+            jobs.append({"dir": d.name, "overrides": overrides, "status": status, "error": err})
     return {"sweep_dir": str(sweep_dir), "jobs": jobs}
 
 
@@ -135,13 +158,27 @@ class SweepSummary(Callback):
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.write(config):
+            # The sweep ran to its end; its exit status says that jobs failed.
+            raise SystemExit(1)
+
+    def write(
+        self, config: DictConfig, not_run: list[list[str]] | None = None, signum: int | None = None
+    ) -> int:
+        """Write ``summary.json`` and print one line per job; return the number of jobs that
+        did not succeed. A sweep stopped by signal ``signum`` lists the jobs ``not_run`` too,
+        and says so (``"stopped": "SIGTERM"``)."""
         if not is_rank_zero():
-            return  # a DDP worker re-running the command: rank 0 writes the summary
+            return 0  # a DDP worker re-running the command: rank 0 writes the summary
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
-            return
+            return 0
         summary = summarize(sweep_dir)
         summary["jobs"] += self.unstarted
+        for overrides in not_run or []:
+            summary["jobs"].append({"dir": None, "overrides": overrides, "status": "not run"})
+        if signum is not None:
+            summary["stopped"] = signal.Signals(signum).name
         try:
             write_json_atomic(sweep_dir / "summary.json", summary)
         except MachineError as e:
@@ -156,10 +193,13 @@ class SweepSummary(Callback):
                     f"{k}={v:.4g}" for k, v in job["metrics"].items() if k != "test/loss"
                 )
                 print(f"  ok      {what}: {ms}")
+            elif job["status"] == "not run":
+                failed += 1
+                print(f"  NOT RUN {what}")
             else:
                 failed += 1
-                print(f"  FAILED  {what}: {job['error']}")
+                print(f"  {job['status'].upper():<7} {what}: {job['error']}")
+        if signum is not None:
+            print(f"sweep stopped by {summary['stopped']}: no job started after it")
         print(f"tensorboard --logdir {sweep_dir}")
-        if failed:
-            # The sweep ran to its end; its exit status says that jobs failed.
-            raise SystemExit(1)
+        return failed

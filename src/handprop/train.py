@@ -19,11 +19,14 @@ from omegaconf import DictConfig
 from handprop.cli import (
     ConfigError,
     MachineError,
+    Stopped,
     as_machine_error,
     exit_status,
     is_known,
     report,
+    resume_command,
     run_cli,
+    stopping_on_signals,
     verbose_errors,
     write_json_atomic,
 )
@@ -49,6 +52,15 @@ def _hydra_main(cfg: DictConfig) -> dict | float | None:
                 )
             return float(metrics[target])
         return metrics
+    except Stopped as e:  # Ctrl-C or SIGTERM: last.ckpt is written; say how to go on
+        if is_rank_zero():
+            line = f"{e}; resume with: {resume_command(hc.overrides.task, run_dir)}"
+            print(line, file=sys.stderr, flush=True)
+            with suppress(MachineError):
+                write_json_atomic(run_dir / "error.json", {"error": line, "status": "stopped"})
+        if hc.mode == RunMode.MULTIRUN:
+            return None  # the launcher ends the sweep (handprop.sweep.JobsInTurn)
+        raise SystemExit(exit_status(e)) from None
     except Exception as e:  # noqa: BLE001 — every failure becomes one line (trace on request)
         err = as_machine_error(e, run_dir)  # a write the machine refused: one line, its path
         report(err, verbose_errors(cfg) or not is_known(err))
@@ -61,8 +73,13 @@ def _hydra_main(cfg: DictConfig) -> dict | float | None:
 
 
 def main() -> None:
-    """Console entry point: ``handprop-train [group=option ...] [key=value ...] [-m]``."""
-    run_cli(_hydra_main, "train")
+    """Console entry point: ``handprop-train [group=option ...] [key=value ...] [-m]``.
+
+    Ctrl-C or SIGTERM stops a run at its next safe point with ``last.ckpt`` written, and
+    prints the command that resumes it (:class:`~handprop.guards.StopOnSignal`); a second
+    one ends the process at once."""
+    with stopping_on_signals():
+        run_cli(_hydra_main, "train")
 
 
 if __name__ == "__main__":
