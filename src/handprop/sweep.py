@@ -88,13 +88,18 @@ class JobsInTurn(Launcher):
                 for cb in self.context.callbacks.callbacks:
                     if isinstance(cb, SweepSummary):
                         cb.unstarted_job(list(overrides), err)
-                # As a failing job's own return: the sweep goes on (a search sees NaN).
+                # As a failing job's own return: the sweep goes on (a search: a failed trial).
                 ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
-                ret.return_value = float("nan") if job.get("optimized_metric") else None
+                ret.return_value = None
             runs.append(ret)
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         if stop_requested() is not None:
             self.stop([])
+        # summary.json as the jobs so far left it: a search asks for batch after batch, and may
+        # end in an error of its own (Optuna's when every trial failed) before the callback.
+        for cb in self.context.callbacks.callbacks:
+            if isinstance(cb, SweepSummary):
+                cb.write(self.config, quiet=True)
         return runs
 
     def stop(self, not_run: Any) -> None:
@@ -163,11 +168,15 @@ class SweepSummary(Callback):
             raise SystemExit(1)
 
     def write(
-        self, config: DictConfig, not_run: list[list[str]] | None = None, signum: int | None = None
+        self,
+        config: DictConfig,
+        not_run: list[list[str]] | None = None,
+        signum: int | None = None,
+        quiet: bool = False,
     ) -> int:
-        """Write ``summary.json`` and print one line per job; return the number of jobs that
-        did not succeed. A sweep stopped by signal ``signum`` lists the jobs ``not_run`` too,
-        and says so (``"stopped": "SIGTERM"``)."""
+        """Write ``summary.json`` and print one line per job (``quiet``: none); return the
+        number of jobs that did not succeed. A sweep stopped by signal ``signum`` lists the
+        jobs ``not_run`` too, and says so (``"stopped": "SIGTERM"``)."""
         if not is_rank_zero():
             return 0  # a DDP worker re-running the command: rank 0 writes the summary
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -179,12 +188,16 @@ class SweepSummary(Callback):
             summary["jobs"].append({"dir": None, "overrides": overrides, "status": "not run"})
         if signum is not None:
             summary["stopped"] = signal.Signals(signum).name
+        failed = sum(job["status"] != "ok" for job in summary["jobs"])
         try:
             write_json_atomic(sweep_dir / "summary.json", summary)
         except MachineError as e:
+            if quiet:  # the sweep goes on; its last summary reports a failed write
+                return failed
             report(e, verbose_errors(config))
             raise SystemExit(1) from None
-        failed = 0
+        if quiet:
+            return failed
         print(f"\nsweep summary ({sweep_dir}/summary.json):")
         for job in summary["jobs"]:
             what = " ".join(job["overrides"]) or "(defaults)"
@@ -194,10 +207,8 @@ class SweepSummary(Callback):
                 )
                 print(f"  ok      {what}: {ms}")
             elif job["status"] == "not run":
-                failed += 1
                 print(f"  NOT RUN {what}")
             else:
-                failed += 1
                 print(f"  {job['status'].upper():<7} {what}: {job['error']}")
         if signum is not None:
             print(f"sweep stopped by {summary['stopped']}: no job started after it")

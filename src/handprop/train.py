@@ -7,6 +7,7 @@ starts, so that ``--help`` and ``--cfg`` answer before torch and Lightning are l
 
 from __future__ import annotations
 
+import math
 import sys
 from contextlib import suppress
 from pathlib import Path
@@ -50,7 +51,9 @@ def _hydra_main(cfg: DictConfig) -> dict | float | None:
                     f"optimized_metric={target} is not a metric of this run; choose one of "
                     f"{sorted(k for k in metrics if '/' in k)}"
                 )
-            return float(metrics[target])
+            value = float(metrics[target])
+            # Optuna refuses a NaN (and then ends the search); None makes it a failed trial.
+            return None if math.isnan(value) else value
         return metrics
     except Stopped as e:  # Ctrl-C or SIGTERM: last.ckpt is written; say how to go on
         if is_rank_zero():
@@ -67,8 +70,10 @@ def _hydra_main(cfg: DictConfig) -> dict | float | None:
         with suppress(MachineError):  # a full disk takes no error.json: the line says it all
             write_json_atomic(run_dir / "error.json", {"error": f"{type(err).__name__}: {err}"})
         if hc.mode == RunMode.MULTIRUN:
-            # The sweep goes on; the summary lists this job as failed (a search sees NaN).
-            return float("nan") if target else None
+            # The sweep goes on; the summary lists this job as failed. A search gets None, not
+            # a number: Optuna's sweeper records the trial as failed and goes on (a NaN it
+            # refuses with an error that ends the search).
+            return None
         raise SystemExit(exit_status(err)) from None
 
 
