@@ -5,6 +5,7 @@ Ctrl-C or SIGTERM that saves the whole training state first."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -161,8 +162,8 @@ class StopOnSignal(Checkpoint):
 
     When that chunk is the epoch's last, the stop waits for the epoch's end (validation, the
     epoch-interval schedule, early stopping), where Lightning's own resume is exact; when
-    training ends there anyway, it ends as usual. Under DDP rank 0's request decides, on
-    every rank at the same step.
+    training ends there anyway, it ends as usual. Under DDP every rank stops at the same step
+    when any of them was asked.
 
     A subclass of Lightning's ``Checkpoint``, so its epoch-end hook runs after the module's and
     after :class:`Checkpoints`'.
@@ -176,8 +177,11 @@ class StopOnSignal(Checkpoint):
 
     def _requested(self, trainer: L.Trainer) -> int | None:
         signum = stop_requested()
-        if trainer.world_size > 1:  # every rank stops at the same step: rank 0's request
-            signum = trainer.strategy.broadcast(signum, src=0)
+        if trainer.world_size > 1:  # every rank stops at the same step, if any rank was asked
+            # (one all-reduce of one number per step, as Lightning's own SIGTERM check)
+            if trainer.strategy.reduce_boolean_decision(signum is not None, all=False):
+                return signum or signal.SIGTERM
+            return None
         return signum
 
     def on_train_batch_end(
