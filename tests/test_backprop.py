@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import handprop.nn as hnn
+from handprop.networks import Autoencoder
 from handprop.nn import ACTIVATION_RULES
 
 F64 = torch.float64
@@ -99,3 +100,25 @@ def test_backprop_refuses_a_target_of_another_shape():
     for cost in (hnn.MSELoss(), hnn.QuadraticCost(), hnn.BCEWithLogitsLoss()):
         with pytest.raises(ValueError, match="must be the same as input size"):
             net.backprop(torch.randn(8, 3), torch.rand(8), cost)
+
+
+@pytest.mark.parametrize("hidden", [[5, 5], [5, 5, 5]], ids=["5-5-5-5", "5-5-5-5-5"])
+@pytest.mark.parametrize("activation", list(ACTIVATION_RULES))
+def test_backprop_equals_autograd_where_every_layer_has_the_same_width(activation, hidden):
+    """Every layer 5 wide: a δ recursion that took another layer's σ'(z) (a wrong index into
+    what the forward kept) would broadcast without an error; only the values tell. Each
+    layer's pre-activations differ, so a wrong layer gives wrong gradients."""
+    torch.manual_seed(0)
+    for net in (
+        hnn.MLP(5, hidden, 5, activation).double(),
+        Autoencoder(5, hidden[1:], 5, activation).double(),  # the recursion through two MLPs
+    ):
+        x, y = torch.randn(16, 5, dtype=F64), torch.randn(16, 5, dtype=F64)
+        C = net.backprop(x, y, hnn.MSELoss())
+        by_recursion = [p.grad.clone() for p in net.parameters()]
+        net.zero_grad()
+        C_autograd = hnn.MSELoss()(net(x), y)
+        C_autograd.backward()
+        torch.testing.assert_close(C, C_autograd.detach(), atol=1e-12, rtol=1e-12)
+        for p, g in zip(net.parameters(), by_recursion, strict=True):
+            torch.testing.assert_close(g, p.grad, atol=1e-12, rtol=1e-12)

@@ -219,6 +219,25 @@ def test_autoencoder_metrics_and_tensorboard(ae_run) -> None:
     assert again == pytest.approx({k: v for k, v in m.items() if k.startswith("test/")})
 
 
+def test_the_pca_baseline_is_fitted_on_the_training_rows_only(tmp_path: Path) -> None:
+    """test/pca_mse compares the autoencoder with a PCA of the training split, as the scaler
+    is fitted: its mean and its subspace are the training rows', not all rows'."""
+    r = prepare(cfg_of(*DIGITS_AE, "model.code_size=3"), tmp_path)
+    task, dm = r.module.task, r.datamodule
+    x = dm.split("train")[0].double()
+    everything = torch.cat([dm.split(s)[0] for s in ("train", "val", "test")]).double()
+    # the planted difference: all rows' mean is not the training rows'
+    assert (everything.mean(0) - x.mean(0)).abs().max() > 1e-2
+    # (the buffers are float32: compared to float32 rounding)
+    torch.testing.assert_close(task.pca_mean.double(), x.mean(0), rtol=0, atol=1e-6)
+    v = torch.linalg.svd(x - x.mean(0), full_matrices=False)[2][:3]
+    basis = task.pca_basis.double()
+    torch.testing.assert_close(basis.t() @ basis, v.t() @ v, rtol=0, atol=1e-5)  # the subspace
+    test = dm.split("test")[0]
+    want = (test.double() - x.mean(0)) @ v.t() @ v + x.mean(0)
+    torch.testing.assert_close(task.pca_reconstruction(test).double(), want, rtol=0, atol=1e-4)
+
+
 def test_autoencoder_predict_writes_code_and_reconstruction(ae_run, tmp_path: Path) -> None:
     from sklearn.datasets import load_digits
 

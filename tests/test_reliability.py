@@ -178,6 +178,39 @@ def test_sweep_survives_a_bad_value_and_a_divergence(tmp_path: Path) -> None:
     assert "FAILED" in r.stdout
 
 
+@pytest.mark.usefixtures("restore_process_state")  # (trains in-process)
+def test_a_sweep_survives_a_job_that_fails_with_any_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Not a bad value, a divergence or a full disk: an error nothing expects (a bug) in job 0
+    fails that job alone, with its line (and its traceback); job 1 runs, summary.json is
+    written, and the sweep ends with status 1."""
+    from runs import sweep
+
+    import handprop.trainer.run
+
+    train = handprop.trainer.run.train
+
+    def breaks_on_seed_1(cfg, run_dir):  # noqa: ANN001, ANN202
+        if cfg.seed == 1:
+            raise RuntimeError("something nobody planned for")
+        return train(cfg, run_dir)
+
+    monkeypatch.setattr(handprop.trainer.run, "train", breaks_on_seed_1)
+    with pytest.raises(SystemExit) as info:
+        sweep(tmp_path / "sweep", "seed=1,2", "data.n_samples=300", "trainer.max_epochs=1")
+    assert info.value.code == 1
+    jobs = json.loads((tmp_path / "sweep" / "summary.json").read_text())["jobs"]
+    assert [(j["overrides"][0], j["status"]) for j in jobs] == [
+        ("seed=1", "failed"),
+        ("seed=2", "ok"),
+    ]
+    assert jobs[0]["error"] == "RuntimeError: something nobody planned for"
+    assert (tmp_path / "sweep" / jobs[1]["dir"] / "metrics.json").is_file()
+    err = capsys.readouterr().err
+    assert "error: something nobody planned for" in err.splitlines()
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -601,6 +601,68 @@ def test_optuna_search_reports_the_best_trial(tmp_path):
     assert "Best value" in r.stderr + r.stdout
 
 
+@pytest.mark.skipif(
+    not has_plugin("hydra_optuna_sweeper"),
+    reason='hydra-optuna-sweeper is not installed (pip install -e ".[optuna]")',
+)
+@pytest.mark.usefixtures("restore_process_state")  # (trains in-process)
+def test_a_failed_trial_is_recorded_and_the_search_goes_on(tmp_path, capsys):
+    """A trial that fails (here a weight decay the config refuses) is listed as failed with
+    its one error line, and the search runs its remaining trials; the best trial is one that
+    finished. (A failed job used to return NaN, which Optuna refused with an error that
+    ended the search after it.)"""
+    from runs import sweep
+
+    search = tmp_path / "search"
+    with pytest.raises(SystemExit) as info:  # the search ran to its end; trials failed
+        sweep(
+            search,
+            "hparams_search=optuna",
+            "hydra.sweeper.n_trials=3",
+            "optimizer.weight_decay=choice(-1,0.0)",
+            "trainer.max_epochs=1",
+            "data.n_samples=300",
+            "callbacks.checkpoint.enabled=false",
+        )
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    jobs = json.loads((search / "summary.json").read_text())["jobs"]
+    assert len(jobs) == 3
+    status = {j["status"] for j in jobs}
+    assert jobs[0]["status"] == "failed" and status == {"failed", "ok"}, jobs  # trial 0 failed
+    for j in jobs:
+        failed = "optimizer.weight_decay=-1" in j["overrides"]
+        assert j["status"] == ("failed" if failed else "ok")
+        if failed:
+            assert (
+                j["error"]
+                == "ConfigError: optimizer.weight_decay=-1 is invalid: must be a number >= 0"
+            )
+            assert f"error: {j['error'].split(': ', 1)[1]}" in err
+    best = yaml.safe_load((search / "optimization_results.yaml").read_text())
+    assert best["best_params"]["optimizer.weight_decay"] == 0.0
+    finished = [
+        json.loads((search / j["dir"] / "metrics.json").read_text())
+        for j in jobs
+        if j["status"] == "ok"
+    ]
+    assert best["best_value"] == min(m["val/loss"] for m in finished)
+
+    # Every trial failed: no best trial to report, said in one line (Optuna's own error
+    # otherwise, with its traceback). (In this test: Optuna's log handler keeps the stream
+    # it found first, which the next test's capture would close.)
+    search = tmp_path / "failing"
+    with pytest.raises(SystemExit) as info:
+        sweep(search, "hparams_search=optuna", "hydra.sweeper.n_trials=2", "optimizer.lr=-1")
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"error: every trial of the search failed: see {search}/summary.json" in err
+    jobs = json.loads((search / "summary.json").read_text())["jobs"]
+    assert [j["status"] for j in jobs] == ["failed", "failed"]
+
+
 def test_lr_scaling_uses_the_global_batch_under_ddp():
     """The linear scaling rule's B is what one update averages over: under DDP every process
     takes gd.batch_size rows, so B = gd.batch_size × processes."""

@@ -267,6 +267,59 @@ def test_every_scheduler_sets_the_learning_rate(tmp_path, name):
     assert lrs == pytest.approx([lr0 * f for f in factors], rel=1e-6), f"{name}: lr {lrs}"
 
 
+@pytest.mark.parametrize("steps_per_call", [1, "auto"])
+def test_a_step_interval_schedule_steps_once_per_update(tmp_path, steps_per_call):
+    """scheduler.interval=step: after n updates the rate is the schedule's value at n updates,
+    η₀ γⁿ, whether the updates come one per Lightning step or in chunks (not η₀ γ^epochs)."""
+    cfg, metrics, _ = run_train(
+        tmp_path / "run",
+        "data.n_samples=200",
+        "trainer.max_epochs=3",
+        "scheduler=exponential",
+        "scheduler.interval=step",
+        "scheduler.fn.gamma=0.9",
+        f"steps_per_call={steps_per_call}",
+    )
+    per_epoch = math.ceil(n_train_rows(200) / 32)  # 5 updates an epoch
+    assert metrics["global_step"] == 3 * per_epoch
+    lr0 = cfg.optimizer.lr
+    # logged at each epoch's start: after 0, 5 and 10 updates
+    want = [lr0 * 0.9 ** (e * per_epoch) for e in range(3)]
+    assert lr_series(tmp_path / "run" / "tb") == pytest.approx(want, rel=1e-6)
+    pg = last_ckpt(tmp_path / "run")["optimizer_states"][0]["param_groups"][0]
+    assert pg["lr"] == pytest.approx(lr0 * 0.9 ** (3 * per_epoch), rel=1e-9)
+
+
+@pytest.mark.parametrize("backprop", ["recursion", "autograd"])
+def test_the_gradient_is_clipped_before_the_step(tmp_path, backprop):
+    """trainer.gradient_clip_val=c: the first update is W − η·clip(g), clip(g) = g·min(1,
+    c/‖g‖) over every weight and bias together, with g = ∂C/∂W computed here by autograd
+    through the Functions; without the clip it is W − η·g. (Clipping after the step would
+    leave the first update unclipped.)"""
+    from handprop.trainer.build import prepare
+
+    common = ("gd=batch", "optimizer=sgd", "optimizer.lr=0.5", "trainer.max_steps=1")
+    common += ("logger=none", "progress=false", f"backprop={backprop}")
+    after = {}
+    for clip in (None, 0.05):
+        extra = [f"trainer.gradient_clip_val={clip}"] if clip else []
+        run = prepare(compose_cfg(*common, *extra), tmp_path / f"clip{clip}")
+        net = run.module.net
+        w0 = [p.detach().clone() for p in net.parameters()]
+        x, y = run.datamodule.split("train")
+        g = torch.autograd.grad(run.module.task.cost(net(x), y), list(net.parameters()))
+        run.trainer.fit(run.module, datamodule=run.datamodule)
+        assert run.module.updates == 1 and run.module.by_recursion == (backprop == "recursion")
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in g]))
+        scale = 1.0 if clip is None else min(1.0, clip / (float(norm) + 1e-6))
+        if clip is not None:
+            assert scale < 0.2  # the clip is in force: ‖g‖ is well above c
+        for p, w, gi in zip(net.parameters(), w0, g, strict=True):
+            torch.testing.assert_close(p.detach(), w - 0.5 * scale * gi, rtol=1e-5, atol=1e-6)
+        after[clip] = [p.detach().clone() for p in net.parameters()]
+    assert any((a - b).abs().max() > 1e-3 for a, b in zip(after[None], after[0.05], strict=True))
+
+
 # --------------------------------------------------------------------------------------------
 # 3. Gradient-descent modes: updates per epoch, and the linear scaling rule
 # --------------------------------------------------------------------------------------------

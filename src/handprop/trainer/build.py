@@ -22,7 +22,12 @@ from lightning.pytorch import loggers
 from omegaconf import DictConfig, OmegaConf
 
 from handprop.networks import POOLS, block_pools, conv_output_size
-from handprop.trainer.checkpoints import AtomicCheckpointIO, Checkpoints, module_class
+from handprop.trainer.checkpoints import (
+    AtomicCheckpointIO,
+    Checkpoints,
+    StopOnSignal,
+    module_class,
+)
 from handprop.trainer.cli import verbose_errors
 from handprop.trainer.config import _integer, allowed_metrics, check, resolve_task
 from handprop.trainer.data import TabularDataModule
@@ -257,8 +262,10 @@ def build_module(cfg: DictConfig, dm: TabularDataModule, p: Plan) -> HandpropMod
 def build_trainer(cfg: DictConfig, run_dir: Path, p: Plan) -> L.Trainer:
     callbacks: list[L.Callback] = []
     ck, es = cfg.callbacks.checkpoint, cfg.callbacks.early_stopping
+    checkpoints = None
     if ck.enabled:
-        callbacks.append(Checkpoints(run_dir / "checkpoints", p.monitor, ck.every_seconds))
+        checkpoints = Checkpoints(run_dir / "checkpoints", p.monitor, ck.every_seconds)
+        callbacks.append(checkpoints)
     if es.enabled:
         # Checked at the end of each training epoch: the module validates there.
         callbacks.append(
@@ -268,8 +275,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, p: Plan) -> L.Trainer:
         callbacks.append(Progress())
     if cfg.logger.name == "tensorboard" and cfg.model.name in PICTURED:
         callbacks.append(Pictures())
-    extra = user_callbacks(cfg.callbacks.extra)
-    callbacks += extra
+    # Ctrl-C or SIGTERM: last.ckpt, then a stop (with callbacks.checkpoint.enabled=false too;
+    # the path is the one ckpt_path=last reads).
+    callbacks.append(StopOnSignal(run_dir / "checkpoints" / "last.ckpt", checkpoints))
+    callbacks += user_callbacks(cfg.callbacks.extra)
     logger: Any = False
     if cfg.logger.name == "tensorboard":
         fast_tensorboard_checksums()
@@ -294,9 +303,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, p: Plan) -> L.Trainer:
             default_root_dir=str(run_dir),
             logger=logger,
             callbacks=callbacks,
-            # Lightning refuses a user's ModelCheckpoint when checkpointing is off
-            enable_checkpointing=bool(ck.enabled)
-            or any(isinstance(c, cb.ModelCheckpoint) for c in extra),
+            enable_checkpointing=True,  # StopOnSignal is one, so Lightning adds none of its own
             enable_model_summary=False,
             num_sanity_val_steps=0,
             limit_val_batches=0,  # the module validates the whole split at each epoch's end

@@ -1,7 +1,8 @@
 """Checkpoints, all of them: the policy (:class:`Checkpoints`: the best weights kept in memory,
 ``last.ckpt`` and ``best.ckpt`` written on a wall-clock interval and at the end), atomic writes
 (:class:`AtomicCheckpointIO`: never half a file), safe reading (``torch.load(weights_only=True)``)
-and loading a trained module back (:func:`load_module`, through the registry of modules).
+loading a trained module back (:func:`load_module`, through the registry of modules), and a
+stop on Ctrl-C or SIGTERM that saves the whole training state first (:class:`StopOnSignal`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -19,10 +21,11 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from handprop.trainer.errors import ConfigError
+from handprop.trainer.errors import ConfigError, Stopped
 from handprop.trainer.files import writing
 from handprop.trainer.gan import GANModule
 from handprop.trainer.model import HandpropModule
+from handprop.trainer.stops import reclaim_stop_signals, stop_requested
 
 #: The networks trained by a module of their own (the default: HandpropModule).
 MODULES: dict[str, type[HandpropModule]] = {"gan": GANModule}
@@ -179,10 +182,69 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def load_module(path: str | Path) -> HandpropModule:
     """The trained :class:`HandpropModule` in a checkpoint (a
     :class:`~handprop.trainer.gan.GANModule` for a GAN), in eval mode on the CPU."""
-    from handprop.trainer.build import module_class
 
     ckpt = read_checkpoint(path)
     hp = ckpt["hyper_parameters"]
     model = module_class(hp["network"]["name"])(**hp)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
+
+
+class StopOnSignal(Checkpoint):
+    """A stop asked for by SIGINT or SIGTERM (:func:`handprop.trainer.stops.stop_requested`): at the end
+    of the current chunk of updates (a Lightning step), ``last.ckpt`` is written and
+    :class:`~handprop.trainer.errors.Stopped` raised. The checkpoint is the whole training state, as
+    :class:`Checkpoints` writes it (``best.ckpt`` with it when the best weights changed),
+    plus where the epoch stands (the module's ``epoch_steps`` and running sums), so that
+    ``ckpt_path=last`` resumes exactly: the same updates on the same batches.
+
+    When that chunk is the epoch's last, the stop waits for the epoch's end (validation, the
+    epoch-interval schedule, early stopping), where Lightning's own resume is exact; when
+    training ends there anyway, it ends as usual. Under DDP every rank stops at the same step
+    when any of them was asked.
+
+    A subclass of Lightning's ``Checkpoint``, so its epoch-end hook runs after the module's and
+    after :class:`Checkpoints`'.
+    """
+
+    def __init__(self, last_path: str | Path, checkpoints: Checkpoints | None = None) -> None:
+        self.last_path, self.checkpoints = Path(last_path), checkpoints
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        reclaim_stop_signals()  # Lightning's own SIGTERM handler would stop mid-step
+
+    def _requested(self, trainer: L.Trainer) -> int | None:
+        signum = stop_requested()
+        if trainer.world_size > 1:  # every rank stops at the same step, if any rank was asked
+            # (one all-reduce of one number per step, as Lightning's own SIGTERM check)
+            if trainer.strategy.reduce_boolean_decision(signum is not None, all=False):
+                return signum or signal.SIGTERM
+            return None
+        return signum
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        if trainer.should_stop or i + 1 >= trainer.num_training_batches:
+            return  # training ends here, or the epoch's end comes next: stop there
+        signum = self._requested(trainer)
+        if signum is not None:
+            self.stop(trainer, pl_module, signum)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        last = (
+            trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1
+        )
+        if trainer.should_stop or last:
+            return  # the last epoch: training ends as usual
+        signum = self._requested(trainer)
+        if signum is not None:
+            self.stop(trainer, pl_module, signum)
+
+    def stop(self, trainer: L.Trainer, pl_module: L.LightningModule, signum: int) -> None:
+        """Write ``last.ckpt`` (and ``best.ckpt`` when due), then raise ``Stopped``."""
+        if self.checkpoints is not None:
+            self.checkpoints.save(trainer, pl_module)
+        else:
+            trainer.save_checkpoint(self.last_path)
+        raise Stopped(signum, pl_module.updates, self.last_path)

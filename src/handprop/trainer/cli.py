@@ -299,6 +299,8 @@ def run_sweep(hydra_main: Callable[[], Any]) -> None:
         err = as_machine_error(e, where)
         if isinstance(err, MachineError):
             report(err)
+        elif "No trials are completed yet" in str(e):  # Optuna's, when no trial finished
+            report(UserError(f"every trial of the search failed: see {where}/summary.json"))
         elif isinstance(e, CompactHydraException):
             cause = f" ({' '.join(str(e.__cause__).split())})" if e.__cause__ else ""
             report(UserError(" ".join(str(e).split()) + cause))

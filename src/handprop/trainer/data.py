@@ -69,6 +69,8 @@ class TensorBatches:
     With ``steps_per_call=K`` each item is a list of up to K consecutive batches, gathered with
     one index per chunk and split into views: the model then makes K optimiser steps in one
     Lightning step (see :class:`handprop.trainer.model.HandpropModule`). ``len()`` counts items.
+    ``start_fn`` gives the items to skip at the start of an iteration: a run resumed mid-epoch
+    goes on from there, in the same epoch's order.
     """
 
     def __init__(
@@ -80,9 +82,13 @@ class TensorBatches:
         seed: int = 0,
         epoch_fn: Callable[[], int] | None = None,
         steps_per_call: int | None = None,
+        start_fn: Callable[[], int] | None = None,
     ) -> None:
         self.X, self.y = X, y
         self.epoch_fn = epoch_fn  # e.g. the trainer's current epoch, so a resumed run matches
+        # The items of this epoch already trained when an iteration starts: nonzero only for a
+        # run resumed mid-epoch, which goes on with the rest of the same epoch's order.
+        self.start_fn = start_fn
         self.batch_size = batch_size
         self.shuffle, self.seed = shuffle, seed
         self.steps_per_call = steps_per_call
@@ -134,11 +140,12 @@ class TensorBatches:
         bs, nb = self.batch_size, self.num_batches()
         n_rows = self._rows()
         k = self.steps_per_call
+        start = self.start_fn() if self.start_fn is not None else 0
         if k is None:
-            for i in range(nb):
+            for i in range(start, nb):
                 yield self._take(order, i * bs, min((i + 1) * bs, n_rows))
             return
-        for c in range(0, nb, k):
+        for c in range(start * k, nb, k):
             start, stop = c * bs, min((c + k) * bs, n_rows)
             X, y = self._take(order, start, stop)  # one gather for K batches
             yield list(zip(X.split(bs), y.split(bs), strict=True))
@@ -275,6 +282,11 @@ class TabularDataModule(L.LightningDataModule):
         if self._train_batches is None or self._train_batches.X is not X:
             trainer = getattr(self, "trainer", None)
             epoch_fn = (lambda: trainer.current_epoch) if trainer is not None else None
+            start_fn = (
+                (lambda: getattr(trainer.lightning_module, "epoch_steps", 0))
+                if trainer is not None
+                else None
+            )
             self._train_batches = TensorBatches(
                 X,
                 y,
@@ -283,5 +295,6 @@ class TabularDataModule(L.LightningDataModule):
                 self.seed,
                 epoch_fn=epoch_fn,
                 steps_per_call=self.steps_per_call,
+                start_fn=start_fn,
             )
         return self._train_batches

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 from pathlib import Path
 
 
@@ -27,6 +28,17 @@ class ConfigError(UserError, ValueError):
 class MachineError(Exception):
     """The machine refused a write (a full disk, a read-only or vanished folder, no
     permission): reported as one line naming the path and the cause, status 1."""
+
+
+class Stopped(Exception):
+    """A run stopped on request (SIGINT, i.e. Ctrl-C, or SIGTERM) after writing ``checkpoint``,
+    its whole training state, from which ``ckpt_path=last`` resumes it exactly. Exit status
+    128 + the signal's number (130 for SIGINT, 143 for SIGTERM), as a shell reports a process
+    that a signal ended."""
+
+    def __init__(self, signum: int, updates: int, checkpoint: Path) -> None:
+        self.signum, self.updates, self.checkpoint = signum, updates, checkpoint
+        super().__init__(f"stopped by {signal.Signals(signum).name} at update {updates}")
 
 
 #: OS errors that only a write gets: the machine refused it, whoever wrote.
@@ -45,7 +57,10 @@ def is_known(err: BaseException) -> bool:
 
 
 def exit_status(err: BaseException) -> int:
-    """2 for a mistake the user can fix in the command, 1 for anything else."""
+    """2 for a mistake the user can fix in the command, 128 + the signal's number for a run
+    stopped by one (:class:`Stopped`), 1 for anything else."""
+    if isinstance(err, Stopped):
+        return 128 + err.signum
     return 2 if is_user_error(err) else 1
 
 

@@ -133,6 +133,10 @@ class HandpropModule(L.LightningModule):
         self.last_finite: float | None = None  # the last update's loss, for a divergence report
         self.epoch_metrics: dict[str, float] = {}  # the last epoch's train/val values
         self._epoch_sum, self._epoch_rows = 0.0, 0
+        # Lightning steps (chunks of updates) done in the epoch under way, 0 between epochs: a
+        # run resumed from a checkpoint written mid-epoch (a stop on a signal) starts its data
+        # there (handprop.trainer.data.TensorBatches), with the epoch's running sums saved beside it.
+        self.epoch_steps = 0
 
     # ---- the network and the prediction rule -------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
@@ -238,7 +242,7 @@ class HandpropModule(L.LightningModule):
         steps.ready = steps.completed = self.updates
 
     def on_train_epoch_start(self) -> None:
-        self._epoch_sum, self._epoch_rows = 0.0, 0
+        self._epoch_sum, self._epoch_rows, self.epoch_steps = 0.0, 0, 0
         self._costs_sum, self._costs_steps = dict.fromkeys(self.LOGGED_COSTS, 0.0), 0
         if self.log_lr:  # the rate this epoch starts with
             self.log_scalars({"lr": self.learning_rate()})
@@ -288,10 +292,12 @@ class HandpropModule(L.LightningModule):
             for i in range(-first % every, len(values), every):
                 row = [values[i], *(c[i] for c in others)]
                 self.log_scalars(dict(zip(tags, row, strict=True)), step=first + i)
+        self.epoch_steps += 1
 
     def on_train_epoch_end(self) -> None:
         """The epoch's mean training loss, validation, then the epoch-interval schedule."""
         self.epochs_done += 1
+        self.epoch_steps = 0  # a checkpoint written from here on starts the next epoch afresh
         epoch_loss = self._epoch_sum / max(self._epoch_rows, 1)
         if self.trainer.world_size > 1:  # over every rank's rows, not rank 0's alone
             t = torch.tensor(epoch_loss, device=self.device)
@@ -325,10 +331,27 @@ class HandpropModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["epochs_done"] = self.epochs_done
+        # Where the epoch under way stands (all zero between epochs): what a resume mid-epoch
+        # needs to go on as if never stopped.
+        checkpoint["epoch_state"] = {
+            "steps": self.epoch_steps,
+            "loss_sum": self._epoch_sum,
+            "rows": self._epoch_rows,
+            "costs_sum": dict(self._costs_sum),
+            "costs_steps": self._costs_steps,
+            "last_finite": self.last_finite,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.updates = int(checkpoint["global_step"])
         self.epochs_done = int(checkpoint.get("epochs_done", checkpoint.get("epoch", 0)))
+        state = checkpoint.get("epoch_state")
+        if state is not None:
+            self.epoch_steps = int(state["steps"])
+            self._epoch_sum, self._epoch_rows = float(state["loss_sum"]), int(state["rows"])
+            self._costs_sum = {k: float(v) for k, v in state["costs_sum"].items()}
+            self._costs_steps = int(state["costs_steps"])
+            self.last_finite = state["last_finite"]
 
     # ---- optimisation ----------------------------------------------------------------------------
     def make_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
