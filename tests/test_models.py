@@ -89,8 +89,10 @@ def test_resnet18_converts_fully_and_trains_in_step_with_torch():
     twins = {type(m) for m in ours.modules()}
     assert {hnn.Conv2d, hnn.BatchNorm2d, hnn.ReLU, hnn.MaxPool2d, hnn.AdaptiveAvgPool2d} <= twins
     assert hnn.Linear in twins
-    x = torch.randn(4, 3, 32, 32, generator=_gen(1), dtype=F64)
-    y = torch.randint(0, 10, (4,), generator=_gen(2))
+    # 40×40 rather than 32×32: layer4's maps are 2×2, so the global pool averages 4 cells
+    # (32×32 leaves 1×1 there) and the last batch norms see 8 values per channel
+    x = torch.randn(2, 3, 40, 40, generator=_gen(1), dtype=F64)
+    y = torch.randint(0, 10, (2,), generator=_gen(2))
     losses = (HF.cross_entropy, nn.functional.cross_entropy)
 
     graphs = {}

@@ -153,12 +153,13 @@ class BatchNormFunction(HandFunction):
             return t.view(shape)
 
         rstd = (var + ctx.eps).rsqrt()  # 1/σ
-        xmu = x - view(mean)  # x − μ
+        need_dot = (weight is not None and need_w) or (need_x and ctx.training)
+        xmu = x - view(mean) if need_dot or ctx.training else None  # x − μ
         grad_input = grad_weight = grad_bias = None
         if grad_output is not None:
             delta = grad_output  # δ
             sum_delta = delta.sum(dims)  # Σ δ
-            dot = (delta * xmu).sum(dims) if (need_w or (need_x and ctx.training)) else None
+            dot = (delta * xmu).sum(dims) if need_dot else None  # Σ δ (x − μ)
             a = rstd if weight is None else weight * rstd  # γ/σ
             if need_x:
                 if ctx.training:
