@@ -443,7 +443,7 @@ class _Net(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Linear(IN, HID), nn.LayerNorm(HID), nn.ReLU())
+        self.stem = nn.Sequential(nn.Linear(IN, HID), nn.SiLU(), nn.ReLU())
         self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(HID, HID), nn.Tanh())])
         self.heads = nn.ModuleDict({"out": nn.Linear(HID, OUT), "act": nn.LeakyReLU(0.2)})
         self.loss = nn.CrossEntropyLoss(weight=_weights(OUT), label_smoothing=0.1)
@@ -466,7 +466,7 @@ def test_to_handprop_and_back():
     assert converted is net  # in place
     kinds = {name: type(m) for name, m in net.named_modules()}
     assert kinds["stem.0"] is hnn.Linear and kinds["stem.2"] is hnn.ReLU
-    assert kinds["stem.1"] is nn.LayerNorm  # no twin: left alone
+    assert kinds["stem.1"] is nn.SiLU  # no twin: left alone
     assert kinds["blocks.0.0"] is hnn.Linear and kinds["blocks.0.1"] is hnn.Tanh
     assert kinds["heads.out"] is hnn.Linear and kinds["heads.act"] is hnn.LeakyReLU
     assert kinds["loss"] is hnn.CrossEntropyLoss and net.loss.label_smoothing == 0.1
@@ -600,6 +600,16 @@ NATIVE = {
         lambda: (_seq(batch_first=True),),
     ),
     nn.LSTM: ((3, 4), {"bidirectional": True, "bias": False}, lambda: (_seq(),)),
+    nn.BatchNorm1d: ((2,), {"momentum": None, "eps": 1e-3}, lambda: (_images()[:, :, 0],)),
+    nn.BatchNorm2d: ((2,), {"momentum": 0.3, "bias": False}, lambda: (_images(),)),
+    nn.LayerNorm: (((5, 5),), {"eps": 1e-3, "bias": False}, lambda: (_images(),)),
+    nn.Embedding: (
+        (6, 3),
+        {"padding_idx": 1, "scale_grad_by_freq": True},
+        lambda: (torch.tensor([[0, 1, 5], [1, 2, 2]]),),
+    ),
+    nn.GELU: (("tanh",), {}, lambda: (_logits(),)),
+    nn.AdaptiveAvgPool2d: (((None, 2),), {}, lambda: (_images(),)),
 }
 
 

@@ -286,6 +286,7 @@ def _cases() -> list[Case]:
                     )
                 )
     cases += _network_cases()
+    cases += _layer_cases()
     return cases
 
 
@@ -373,6 +374,51 @@ def _network_cases() -> list[Case]:
             lambda x, h, c, *w: F.lstm(x, (h, c), w, True, 1, 0.0, False, False, False)[0],
             lambda x, h, c, *w: torch.lstm(x, (h, c), w, True, 1, 0.0, False, False, False)[0],
             lstm_args,
+        ),
+    ]
+
+
+def _layer_cases() -> list[Case]:
+    """One case per Function of the layers real networks use (tests/test_layers.py holds their
+    full grids, running statistics and modules)."""
+    index = torch.tensor([[1, 0, 3], [3, 3, 2]])
+    return [
+        (
+            "batch_norm-4x3x2",
+            "batch_norm",
+            lambda x, w, b: F.batch_norm(x, None, None, w, b, True),
+            lambda x, w, b: TF.batch_norm(x, None, None, w, b, True),
+            lambda dt: (
+                randn(4, 3, 2, dtype=dt),
+                uniform01(3, dtype=dt, seed=1),
+                randn(3, dtype=dt, seed=2),
+            ),
+        ),
+        (
+            "layer_norm-3x4",
+            "layer_norm",
+            lambda x, w, b: F.layer_norm(x, (4,), w, b),
+            lambda x, w, b: TF.layer_norm(x, (4,), w, b),
+            lambda dt: (
+                randn(3, 4, dtype=dt),
+                uniform01(4, dtype=dt, seed=1),
+                randn(4, dtype=dt, seed=2),
+            ),
+        ),
+        (
+            "embedding-4x3",
+            "embedding",
+            lambda w: F.embedding(index, w),
+            lambda w: TF.embedding(index, w),
+            lambda dt: (randn(4, 3, dtype=dt),),
+        ),
+        ("gelu-4x3", "gelu", F.gelu, TF.gelu, lambda dt: (randn(4, 3, dtype=dt),)),
+        (
+            "adaptive_avg_pool2d-2x2x5x4",
+            "adaptive_avg_pool2d",
+            lambda x: F.adaptive_avg_pool2d(x, (2, 3)),
+            lambda x: TF.adaptive_avg_pool2d(x, (2, 3)),
+            lambda dt: (randn(2, 2, 5, 4, dtype=dt),),
         ),
     ]
 
@@ -528,6 +574,11 @@ def test_grad_fn_is_handprop_function(name):
             False,
             False,
         )[0],
+        "batch_norm": lambda: F.batch_norm(x, None, None, training=True),
+        "layer_norm": lambda: F.layer_norm(x, 4),
+        "embedding": lambda: F.embedding(classes(3, n_classes=3), x),
+        "gelu": lambda: F.gelu(x),
+        "adaptive_avg_pool2d": lambda: F.adaptive_avg_pool2d(x.view(1, 1, 3, 4), 2),
     }[name]()
     assert type(out.grad_fn).__name__.endswith("Backward")
     assert F.function_of(out.grad_fn) is FUNCTIONS[name]

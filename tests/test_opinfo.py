@@ -36,6 +36,12 @@ OURS = {
     "nn.functional.binary_cross_entropy_with_logits": F.binary_cross_entropy_with_logits,
     "nn.functional.cross_entropy": F.cross_entropy,
     "nn.functional.nll_loss": F.nll_loss,
+    "nn.functional.batch_norm": F.batch_norm,
+    "nn.functional.layer_norm": F.layer_norm,
+    # op_db's embedding takes the table first: lambda weight, idx, **kw: embedding(idx, weight)
+    "nn.functional.embedding": lambda weight, idx, **kw: F.embedding(idx, weight, **kw),
+    "nn.functional.gelu": F.gelu,
+    "nn.functional.adaptive_avg_pool2d": F.adaptive_avg_pool2d,
 }
 
 
@@ -146,6 +152,25 @@ def test_every_function_is_covered():
     ]
     modules = {f"handprop.functional.{m}" for m in ("neuron", "activations", "losses")}
     ours = {cls for cls in F.FUNCTIONS.values() if cls.__module__ in modules}
+    assert {F.function_of(t.grad_fn) for t in nodes} == ours
+
+
+def test_every_layer_function_is_covered():
+    """Each Function of the normalisation, embedding, GELU and adaptive-pooling modules is
+    behind one of the ops checked above."""
+    x = torch.randn(4, 3, 2, 2, dtype=F64, requires_grad=True)
+    nodes = [
+        F.batch_norm(x, None, None, training=True),
+        F.layer_norm(x, (2, 2)),
+        F.embedding(torch.tensor([0, 2]), x.view(4, 12)),
+        F.gelu(x),
+        F.adaptive_avg_pool2d(x, 1),
+    ]
+    modules = {
+        f"handprop.functional.{m}" for m in ("normalization", "embedding", "gelu", "pooling")
+    }
+    ours = {cls for cls in F.FUNCTIONS.values() if cls.__module__ in modules}
+    assert len(ours) == 5
     assert {F.function_of(t.grad_fn) for t in nodes} == ours
 
 

@@ -44,6 +44,8 @@ from handprop.functional.convolution import (
 )
 from handprop.functional.dispatch import OVERRIDES, everywhere, override
 from handprop.functional.dropout import DropoutFunction, dropout
+from handprop.functional.embedding import EmbeddingFunction, embedding
+from handprop.functional.gelu import GELUFunction, gelu
 from handprop.functional.losses import (
     BCEWithLogitsFunction,
     CrossEntropyFunction,
@@ -56,6 +58,13 @@ from handprop.functional.losses import (
     quadratic_cost,
 )
 from handprop.functional.neuron import LinearFunction, linear
+from handprop.functional.normalization import (
+    BatchNormFunction,
+    LayerNormFunction,
+    batch_norm,
+    layer_norm,
+)
+from handprop.functional.pooling import AdaptiveAvgPool2dFunction, adaptive_avg_pool2d
 from handprop.functional.recurrent import LSTMFunction, RNNFunction, lstm, rnn_relu, rnn_tanh
 
 __all__ = [
@@ -79,6 +88,11 @@ __all__ = [
     "rnn_tanh",
     "rnn_relu",
     "lstm",
+    "batch_norm",
+    "layer_norm",
+    "embedding",
+    "gelu",
+    "adaptive_avg_pool2d",
     "FUNCTIONS",
     "everywhere",
     "OVERRIDES",
@@ -110,4 +124,9 @@ FUNCTIONS: dict[str, type[Function]] = {
     "rnn_tanh": RNNFunction,
     "rnn_relu": RNNFunction,
     "lstm": LSTMFunction,
+    "batch_norm": BatchNormFunction,
+    "layer_norm": LayerNormFunction,
+    "embedding": EmbeddingFunction,
+    "gelu": GELUFunction,
+    "adaptive_avg_pool2d": AdaptiveAvgPool2dFunction,
 }

@@ -8,6 +8,9 @@ handprop Function with a hand-written backward. One file per family, as the note
 * :mod:`~handprop.nn.losses` — the costs;
 * :mod:`~handprop.nn.convolution` — ``Conv2d`` and the poolings;
 * :mod:`~handprop.nn.recurrent` — ``RNN`` and ``LSTM``;
+* :mod:`~handprop.nn.normalization` — ``BatchNorm1d``, ``BatchNorm2d``, ``LayerNorm``;
+* :mod:`~handprop.nn.embedding`, :mod:`~handprop.nn.gelu`, :mod:`~handprop.nn.pooling` —
+  ``Embedding``, ``GELU``, ``AdaptiveAvgPool2d``;
 * :mod:`~handprop.nn.init` — the initialisation schemes;
 * :mod:`~handprop.nn.conversion` — ``to_handprop`` / ``to_torch`` for whole models;
 * :mod:`~handprop.nn.report` — ``coverage``: which layers and graph nodes are handprop's.
@@ -21,6 +24,8 @@ from typing import Any
 
 from handprop.nn.conversion import TWINS, to_handprop, to_torch
 from handprop.nn.convolution import AvgPool2d, Conv2d, MaxPool2d
+from handprop.nn.embedding import Embedding
+from handprop.nn.gelu import GELU
 from handprop.nn.init import INITS, init_linear_
 from handprop.nn.layers import (
     ACTIVATION_RULES,
@@ -43,6 +48,8 @@ from handprop.nn.losses import (
     NLLLoss,
     QuadraticCost,
 )
+from handprop.nn.normalization import BatchNorm1d, BatchNorm2d, LayerNorm
+from handprop.nn.pooling import AdaptiveAvgPool2d
 from handprop.nn.recurrent import LSTM, RNN
 from handprop.nn.report import Coverage, coverage
 
@@ -68,6 +75,12 @@ __all__ = [
     "AvgPool2d",
     "RNN",
     "LSTM",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "LayerNorm",
+    "Embedding",
+    "GELU",
+    "AdaptiveAvgPool2d",
     "ACTIVATIONS",
     "ACTIVATION_RULES",
     "INITS",

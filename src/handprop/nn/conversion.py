@@ -11,6 +11,8 @@ from torch import nn
 
 from handprop.functional.dispatch import everywhere
 from handprop.nn.convolution import AvgPool2d, Conv2d, MaxPool2d
+from handprop.nn.embedding import Embedding
+from handprop.nn.gelu import GELU
 from handprop.nn.layers import (
     Dropout,
     Flatten,
@@ -23,6 +25,8 @@ from handprop.nn.layers import (
     Tanh,
 )
 from handprop.nn.losses import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
+from handprop.nn.normalization import BatchNorm1d, BatchNorm2d, LayerNorm
+from handprop.nn.pooling import AdaptiveAvgPool2d
 from handprop.nn.recurrent import LSTM, RNN
 
 __all__ = ["TWINS", "to_handprop", "to_torch"]
@@ -49,6 +53,12 @@ TWINS: dict[type[nn.Module], type[nn.Module]] = {
     nn.Dropout: Dropout,
     nn.RNN: RNN,
     nn.LSTM: LSTM,
+    nn.BatchNorm1d: BatchNorm1d,
+    nn.BatchNorm2d: BatchNorm2d,
+    nn.LayerNorm: LayerNorm,
+    nn.Embedding: Embedding,
+    nn.GELU: GELU,
+    nn.AdaptiveAvgPool2d: AdaptiveAvgPool2d,
 }
 
 
@@ -176,11 +186,14 @@ def _settings(module: nn.Module, handprop_class: type[nn.Module]) -> dict[str, o
     same name (``bias`` of a Linear or Conv2d: the Parameter, or None)."""
     settings: dict[str, object] = {}
     for name, arg in inspect.signature(handprop_class).parameters.items():
-        if name in ("device", "dtype", "size_average", "reduce") or arg.kind in (
-            arg.VAR_POSITIONAL,
-            arg.VAR_KEYWORD,
+        if (
+            name in ("device", "dtype", "size_average", "reduce")
+            or name.startswith("_")
+            or arg.kind in (arg.VAR_POSITIONAL, arg.VAR_KEYWORD)
         ):
-            continue  # placement: the parameters'; the legacy pair: folded into reduction
+            # placement: the parameters'; the legacy pair: folded into reduction; an
+            # Embedding's _weight / _freeze: the Parameter itself, taken over below
+            continue
         value = getattr(module, name)
         settings[name] = value if name != "bias" or isinstance(value, bool) else value is not None
     return settings
