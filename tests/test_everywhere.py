@@ -89,6 +89,15 @@ CALLS = {
     torch.flatten: [lambda: ((_x(2, 3, 4), 1), {})],
     Tensor.flatten: [lambda: ((_x(2, 3, 4),), {"start_dim": 0, "end_dim": 1})],
     TF.dropout: [lambda: ((_x(4, 3), 0.4), {})],
+    TF.batch_norm: [
+        lambda: ((_x(4, 3), torch.zeros(3, dtype=F64), torch.ones(3, dtype=F64), _x(3, seed=1),
+                  _x(3, seed=2)), {"training": True, "momentum": 0.2}),
+        lambda: ((_x(2, 3, 4, 4), None, None), {"training": True}),
+    ],
+    TF.layer_norm: [lambda: ((_x(2, 3, 4), [3, 4], _x(3, 4, seed=1), _x(3, 4, seed=2)), {})],
+    TF.embedding: [lambda: ((_idx(2, 4), _x(5, 3)), {"padding_idx": 1})],
+    TF.gelu: [lambda: ((_x(4, 3),), {}), lambda: ((_x(4, 3),), {"approximate": "tanh"})],
+    TF.adaptive_avg_pool2d: [lambda: ((_x(2, 2, 5, 7), (2, 3)), {})],
     torch.dropout: [lambda: ((_x(4, 3), 0.4, True), {})],
     torch.rnn_tanh: [
         lambda: ((_x(5, 2, 3), _x(1, 2, 4), _rnn_params(1), True, 1, 0.0, False, False, False), {})

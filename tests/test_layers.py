@@ -608,7 +608,7 @@ def test_state_dicts_load_both_ways_and_reprs_match():
         ours = build(hnn)
         torch.manual_seed(0)
         theirs = build(nn)
-        assert repr(ours) == repr(theirs)
+        assert repr(ours) == repr(theirs) + " [handprop]"
         assert ours.state_dict().keys() == theirs.state_dict().keys()
         for k, v in theirs.state_dict().items():  # the same initial draws
             assert torch.equal(ours.state_dict()[k], v), k
@@ -621,7 +621,7 @@ def test_embedding_from_pretrained_as_torch():
     for freeze in (True, False):
         ours = hnn.Embedding.from_pretrained(table, freeze=freeze, padding_idx=0)
         theirs = nn.Embedding.from_pretrained(table, freeze=freeze, padding_idx=0)
-        assert type(ours) is hnn.Embedding and repr(ours) == repr(theirs)
+        assert type(ours) is hnn.Embedding and repr(ours) == repr(theirs) + " [handprop]"
         assert ours.weight.requires_grad is theirs.weight.requires_grad is (not freeze)
         torch.testing.assert_close(ours(IDX % 4), theirs(IDX % 4))
 

@@ -46,6 +46,12 @@ OPS = {
     "nn.functional.avg_pool2d": F.avg_pool2d,
     "flatten": F.flatten,
     "nn.functional.dropout": F.dropout,
+    "nn.functional.batch_norm": F.batch_norm,
+    "nn.functional.layer_norm": F.layer_norm,
+    # op_db's embedding takes the table first: (weight, indices)
+    "nn.functional.embedding": lambda weight, idx, **kw: F.embedding(idx, weight, **kw),
+    "nn.functional.gelu": F.gelu,
+    "nn.functional.adaptive_avg_pool2d": F.adaptive_avg_pool2d,
 }
 
 
@@ -135,6 +141,12 @@ EXPECTED = {
     "op nn.functional.conv2d": 10,
     "op nn.functional.max_pool2d": 7,
     "op nn.functional.avg_pool2d": 5,
+    "module BatchNorm1d": 2,
+    "module BatchNorm2d": 2,
+    "module Embedding": 3,
+    "op nn.functional.adaptive_avg_pool2d": 3,
+    "op nn.functional.gelu": 1,
+    "op nn.functional.embedding": 2,
 }
 
 

@@ -35,6 +35,8 @@ from handprop.functional import base
 from handprop.functional.activations import leaky_relu, log_softmax, relu, sigmoid, softmax, tanh
 from handprop.functional.convolution import avg_pool2d, conv2d, flatten, max_pool2d
 from handprop.functional.dropout import dropout
+from handprop.functional.embedding import embedding
+from handprop.functional.gelu import gelu
 from handprop.functional.losses import (
     binary_cross_entropy_with_logits,
     cross_entropy,
@@ -42,6 +44,8 @@ from handprop.functional.losses import (
     nll_loss,
 )
 from handprop.functional.neuron import linear
+from handprop.functional.normalization import batch_norm, layer_norm
+from handprop.functional.pooling import adaptive_avg_pool2d
 from handprop.functional.recurrent import lstm, rnn_relu, rnn_tanh
 
 __all__ = ["OVERRIDES", "everywhere", "override"]
@@ -120,6 +124,11 @@ override(TF.avg_pool2d)(avg_pool2d)
 override(TF.binary_cross_entropy_with_logits)(binary_cross_entropy_with_logits)
 override(TF.cross_entropy)(cross_entropy)
 override(TF.nll_loss)(nll_loss)
+override(TF.batch_norm)(batch_norm)
+override(TF.layer_norm)(layer_norm)
+override(TF.embedding)(embedding)
+override(TF.gelu)(gelu)
+override(TF.adaptive_avg_pool2d)(adaptive_avg_pool2d)
 
 
 @override(TF.relu, torch.relu, Tensor.relu)

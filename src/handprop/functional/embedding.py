@@ -118,6 +118,8 @@ def embedding(
 
     Shape: (*, D).
     """
+    if weight.dim() != 2:
+        raise RuntimeError(f"'weight' must be 2-D, got {weight.dim()}-D")
     if input.dtype not in (torch.long, torch.int):
         raise RuntimeError(
             "Expected tensor for argument #1 'indices' to have one of the following scalar "

@@ -266,6 +266,8 @@ def batch_norm(
 
     Shape: output like ``input``.
     """
+    if training and eps <= 0:
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     _check_batch_norm(input, running_mean, running_var, weight, bias, training)
     y, mean, var = BatchNormFunction.apply(
         input, weight, bias, running_mean, running_var, bool(training), float(eps)

@@ -77,6 +77,8 @@ def adaptive_avg_pool2d(
 
     Shape: (N, C, Ho, Wo).
     """
+    if input.dim() < 3:
+        raise ValueError(f"Input dimension should be at least 3, got {input.dim()}")
     if input.dim() not in (3, 4):
         raise RuntimeError(
             f"adaptive_avg_pool2d(): Expected 3D or 4D tensor, but got {list(input.shape)}"

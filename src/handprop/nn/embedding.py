@@ -7,11 +7,12 @@ from torch import Tensor, nn
 
 from handprop import functional as F
 from handprop.functional.embedding import _padding_index
+from handprop.nn.layers import HandpropLayer
 
 __all__ = ["Embedding"]
 
 
-class Embedding(nn.Module):
+class Embedding(HandpropLayer):
     r"""A lookup table: index ``i`` → row ``W[i]`` (see :func:`handprop.functional.embedding`).
 
     Shapes: indices (*) → (*, embedding_dim). Parameter ``weight`` (num_embeddings,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from handprop import functional as F
+from handprop.nn.layers import HandpropLayer
 
 __all__ = ["GELU"]
 
 
-class GELU(nn.Module):
+class GELU(HandpropLayer):
     """``z Φ(z)`` elementwise (``approximate="tanh"``: the tanh approximation); any shape."""
 
     def __init__(self, approximate: str = "none") -> None:

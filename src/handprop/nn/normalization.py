@@ -8,11 +8,12 @@ import torch
 from torch import Tensor, nn
 
 from handprop import functional as F
+from handprop.nn.layers import HandpropLayer
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm"]
 
 
-class _BatchNorm(nn.Module):
+class _BatchNorm(HandpropLayer):
     r"""Batch normalisation per channel, ``y = γ (x − μ) / √(var + ε) + β`` (see
     :func:`handprop.functional.batch_norm`), with torch's arguments, parameters, buffers and
     train / eval behaviour:
@@ -128,7 +129,7 @@ class BatchNorm2d(_BatchNorm):
             raise ValueError(f"expected 4D input (got {input.dim()}D input)")
 
 
-class LayerNorm(nn.Module):
+class LayerNorm(HandpropLayer):
     r"""Layer normalisation of each sample over its last dimensions ``normalized_shape``,
     ``y = γ ⊙ (x − μ) / √(var + ε) + β`` (see :func:`handprop.functional.layer_norm`); the
     same in train and eval.

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from handprop import functional as F
+from handprop.nn.layers import HandpropLayer
 
 __all__ = ["AdaptiveAvgPool2d"]
 
 
-class AdaptiveAvgPool2d(nn.Module):
+class AdaptiveAvgPool2d(HandpropLayer):
     """Average pooling whose windows give the output size ``output_size`` (an int, or an
     (H, W) pair whose ``None`` keeps that input size); ResNet's global pool is
     ``AdaptiveAvgPool2d((1, 1))``. Shapes: (N, C, H, W) or (C, H, W) → (N, C, Ho, Wo)."""
