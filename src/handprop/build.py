@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -618,6 +619,11 @@ def quiet_lightning(verbose: bool) -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     # counts Lightning steps (chunks); handprop logs train/loss by update count itself
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    if "SLURM_JOB_ID" not in os.environ:
+        # Outside any SLURM job, Lightning's hint that `srun` is installed but unused says
+        # nothing: a run there is not meant for SLURM (hydra/launcher=slurm runs jobs under
+        # srun). Inside a job (an sbatch script without srun) the hint stays.
+        warnings.filterwarnings("ignore", message="The `srun` command is available")
 
 
 def prepare(cfg: DictConfig, run_dir: Path) -> Run:
