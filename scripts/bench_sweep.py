@@ -5,9 +5,13 @@
   the next one's is what a job costs beyond its own fit (Hydra's job set-up, handprop's
   building, evaluation and writing);
 * **parallel**: the same 4-job sweep one job after another and with
-  ``hydra/launcher=parallel`` (2 worker processes), wall time side by side.
+  ``hydra/launcher=parallel`` (2 worker processes), wall time side by side;
+* **slurm** (``--slurm``, on a running cluster, e.g. ``scripts/slurm-local start`` and its
+  ``SLURM_CONF``): the same 4-job sweep as a SLURM job array, one job at a time
+  (``array_parallelism=1``) and side by side (one CPU each); what a job costs on SLURM beyond
+  the in-turn launcher's is (one at a time − one after another) / 4.
 
-    python scripts/bench_sweep.py [--reps 3]
+    python scripts/bench_sweep.py [--reps 3] [--slurm]
 """
 
 from __future__ import annotations
@@ -60,7 +64,10 @@ def wall(args: list[str]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=3, help="repetitions (medians)")
+    ap.add_argument("--slurm", action="store_true", help="only the SLURM launcher's walls")
     args = ap.parse_args()
+    if args.slurm:
+        return slurm(args.reps)
     os.environ["PYTHONWARNINGS"] = "ignore"
     gaps: dict[str, list[float]] = {"8-job sweep": [], "optuna, 8 trials": []}
     walls: dict[str, list[float]] = {"one after another": [], "hydra/launcher=parallel": []}
@@ -91,6 +98,50 @@ def main() -> None:
     print("|---|---:|")
     for k, v in walls.items():
         print(f"| {k} | {statistics.median(v):.1f} |")
+
+
+def slurm(reps: int) -> None:
+    """4 jobs in turn, and as a SLURM job array one at a time and side by side."""
+    os.environ["PYTHONWARNINGS"] = "ignore"
+    four = ["-m", "seed=1,2,3,4", "trainer.max_epochs=30", "num_threads=1", "progress=false"]
+    on_slurm = [
+        "hydra/launcher=slurm",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=1",
+    ]
+    walls: dict[str, list[float]] = {
+        "one after another (in turn)": [],
+        "SLURM, one at a time": [],
+        "SLURM, side by side (1 CPU each)": [],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(reps):  # interleaved repetitions
+            d = f"{tmp}/{rep}"
+            walls["one after another (in turn)"].append(wall([*four, f"hydra.sweep.dir={d}/a"]))
+            walls["SLURM, one at a time"].append(
+                wall(
+                    [
+                        *four,
+                        *on_slurm,
+                        "hydra.launcher.array_parallelism=1",
+                        f"hydra.sweep.dir={d}/b",
+                    ]
+                )
+            )
+            walls["SLURM, side by side (1 CPU each)"].append(
+                wall([*four, *on_slurm, f"hydra.sweep.dir={d}/c"])
+            )
+    print(f"| 4 jobs (30 epochs each), wall s, median of {reps} | s | range |")
+    print("|---|---:|---|")
+    for k, v in walls.items():
+        print(f"| {k} | {statistics.median(v):.1f} | {min(v):.1f}–{max(v):.1f} |")
+    per_job = [
+        (b - a) / 4
+        for a, b in zip(
+            walls["one after another (in turn)"], walls["SLURM, one at a time"], strict=True
+        )
+    ]
+    print(f"\na job on SLURM beyond in turn: {statistics.median(per_job):.1f} s (median)")
 
 
 if __name__ == "__main__":

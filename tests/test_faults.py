@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import errno
 import fnmatch
+import importlib.util
 import io
 import json
 import os
@@ -215,6 +216,55 @@ def test_a_job_whose_directory_cannot_be_made_fails_alone(
     out = capsys.readouterr()
     assert code == 1, out.err  # the sweep ran to its end, then says that a job failed
     assert one_error_line(out.err).startswith(f"error: {FULL} {sweep}/0_")
+    jobs = {
+        tuple(j["overrides"]): j for j in json.loads((sweep / "summary.json").read_text())["jobs"]
+    }
+    failed = [j for j in jobs.values() if j["status"] == "failed"]
+    assert len(failed) == 1 and "seed=1" in failed[0]["overrides"] and FULL in failed[0]["error"]
+    ok = [j for j in jobs.values() if j["status"] == "ok"]
+    assert len(ok) == 1 and "seed=2" in ok[0]["overrides"]
+
+
+# The same refusal in the worker processes of hydra/launcher=parallel: a sitecustomize (on
+# PYTHONPATH, so in every process of the sweep) makes Path.mkdir refuse job 0's directory.
+REFUSE_JOB_0 = r"""
+import errno, os, pathlib
+if os.environ.get("HANDPROP_REFUSE_JOB_0"):
+    _mkdir = pathlib.Path.mkdir
+    def _refuse_job_0(self, *args, **kwargs):
+        if self.name.startswith("0_"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        _mkdir(self, *args, **kwargs)
+    pathlib.Path.mkdir = _refuse_job_0
+"""
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
+    reason='hydra-joblib-launcher is not installed (pip install -e ".[scale]")',
+)
+def test_a_job_whose_directory_cannot_be_made_fails_alone_in_parallel(tmp_path: Path) -> None:
+    """As above with hydra/launcher=parallel: the job runs in a loky worker, where the refusal
+    used to end the whole sweep (joblib re-raised it). Now: one line, failed in summary.json,
+    and job 1 runs."""
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(REFUSE_JOB_0)
+    sweep = tmp_path / "sweep"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PL_", "HYDRA_FULL"))}
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(tmp_path / "hook"), env.get("PYTHONPATH")])
+    )
+    env["HANDPROP_REFUSE_JOB_0"] = "1"
+    args = ["-m", "hydra/launcher=parallel", *TINY, "logger=none", "trainer.max_epochs=1"]
+    r = subprocess.run(
+        [PY, "-m", "handprop.trainer.train", *args, "seed=1,2", f"hydra.sweep.dir={sweep}"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    assert r.returncode == 1, r.stderr  # the sweep ran to its end, then says that a job failed
+    assert one_error_line(r.stderr).startswith(f"error: {FULL} {sweep}/0_")
     jobs = {
         tuple(j["overrides"]): j for j in json.loads((sweep / "summary.json").read_text())["jobs"]
     }

@@ -499,7 +499,7 @@ def test_gpu_check_says_so_without_cuda(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# 5. Sweeps: parallel jobs on one machine, SLURM (configured only), Optuna search
+# 5. Sweeps: parallel jobs on one machine, SLURM (its config; runs: test_slurm.py), Optuna
 # --------------------------------------------------------------------------------------------
 # Four small jobs at one thread (one thread each: bit-identical arithmetic in either launcher).
 SWEEP = (
@@ -547,7 +547,8 @@ def test_parallel_sweep_runs_the_same_jobs_as_one_after_another(tmp_path):
     reason='hydra-submitit-launcher is not installed (pip install -e ".[scale]")',
 )
 def test_slurm_launcher_is_configured(tmp_path):
-    """hydra/launcher=slurm composes into the submitit SLURM launcher (not submitted here)."""
+    """hydra/launcher=slurm composes into handprop's submitit SLURM launcher (submitted to a
+    real cluster in tests/test_slurm.py)."""
     r, _ = run_cmd(
         [*cli("train"), "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra"],
         cwd=tmp_path,
@@ -555,7 +556,7 @@ def test_slurm_launcher_is_configured(tmp_path):
     )
     ok(r)
     launcher = yaml.safe_load(r.stdout)["hydra"]["launcher"]
-    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    assert launcher["_target_"] == "hydra_plugins.handprop_launcher.SlurmJobs"
     assert launcher["partition"] == "gpu"
     assert launcher["timeout_min"] > 0 and launcher["cpus_per_task"] >= 1
     assert launcher["submitit_folder"] == "${hydra.sweep.dir}/.submitit/%j"

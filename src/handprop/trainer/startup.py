@@ -4,6 +4,7 @@ known warning noise, TensorBoard's event checksums in C, the number of torch thr
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 import crc32c
@@ -41,6 +42,11 @@ def quiet_lightning(verbose: bool) -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     # counts Lightning steps (chunks); handprop logs train/loss by update count itself
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    if "SLURM_JOB_ID" not in os.environ:
+        # Outside any SLURM job, Lightning's hint that `srun` is installed but unused says
+        # nothing: a run there is not meant for SLURM (hydra/launcher=slurm runs jobs under
+        # srun). Inside a job (an sbatch script without srun) the hint stays.
+        warnings.filterwarnings("ignore", message="The `srun` command is available")
 
 
 def set_threads(num_threads: int | str | None, batch_size: int, net: torch.nn.Module) -> None:

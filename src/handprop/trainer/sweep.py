@@ -1,18 +1,27 @@
-"""A sweep (``handprop-train -m ...``): its jobs one after another, and one summary of every
-job, failed ones too.
+"""A sweep (``handprop-train -m ...``): its jobs, and one summary of every job, failed ones too.
 
-:class:`JobsInTurn` is the default launcher (``conf/hydra/launcher/in_turn.yaml``); the summary
-is a Hydra callback registered in ``conf/train.yaml``, which writes ``summary.json`` into the
-sweep directory and prints one line per job.
+Three launchers, each registered with Hydra in ``src/hydra_plugins/handprop_launcher``:
+:class:`JobsInTurn`, the default (``conf/hydra/launcher/in_turn.yaml``), runs the jobs one
+after another in this process; :func:`launch_in_parallel` is Hydra's joblib launcher
+(``hydra/launcher=parallel``) and :func:`launch_on_slurm` Hydra's submitit launcher
+(``hydra/launcher=slurm``: one SLURM job array). In all three a job fails alone: whatever stops
+it, the machine refusing its directory included, is one line, the job is listed as failed in
+``summary.json`` and the other jobs go on. The summary is a Hydra callback registered in
+``conf/train.yaml``, which writes ``summary.json`` into the sweep directory and prints one line
+per job.
 """
 
 from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from hydra.core.singleton import Singleton
 from hydra.core.utils import (
     JobReturn,
     JobStatus,
@@ -24,7 +33,7 @@ from hydra.core.utils import (
 from hydra.experimental.callback import Callback
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from handprop.trainer.cli import report, verbose_errors
 from handprop.trainer.errors import MachineError, as_machine_error
@@ -80,13 +89,7 @@ class JobsInTurn(Launcher):
                 err = as_machine_error(e, self.config.hydra.sweep.dir)
                 if not isinstance(err, MachineError):
                     raise
-                report(err, verbose_errors(job))
-                for cb in self.context.callbacks.callbacks:
-                    if isinstance(cb, SweepSummary):
-                        cb.unstarted_job(list(overrides), err)
-                # As a failing job's own return: the sweep goes on (a search: a failed trial).
-                ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
-                ret.return_value = None
+                ret = failed_alone(self.context, job, list(overrides), err)
             runs.append(ret)
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         if stop_requested() is not None:
@@ -110,26 +113,279 @@ class JobsInTurn(Launcher):
         raise SystemExit(128 + signum)
 
 
+def failed_alone(
+    context: HydraContext,
+    config: DictConfig,
+    overrides: list[str],
+    err: BaseException,
+    *,
+    started: bool = False,
+) -> JobReturn:
+    """A job that failed outside handprop's own code (the machine refused its directory; SLURM
+    ended it): ``err`` reported in one line, noted for ``summary.json``, and returned as a
+    failing job's own return, so that the sweep goes on (a search: a failed trial). ``started``: the
+    job's directory may exist (then the summary lists it there, with this error)."""
+    report(err, verbose_errors(config))
+    for cb in context.callbacks.callbacks:
+        if isinstance(cb, SweepSummary):
+            cb.failed_job(overrides, err, started=started)
+    ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED)
+    ret.return_value = None  # a search records a failed trial and goes on
+    return ret
+
+
+class SlurmJobError(Exception):
+    """A SLURM job that ended without its job's result: cancelled, out of time or memory,
+    its node lost, or an error outside handprop's code."""
+
+
+class JobRefused(NamedTuple):
+    """What a job run in another process (a joblib worker, a SLURM job) returns when the
+    machine refused its directory or log: the launching process reports it."""
+
+    overrides: list[str]
+    error: str  # the MachineError's message
+
+
+def run_refusable(
+    run: Any, sweep_dir: str, overrides: Sequence[str], *args: Any
+) -> JobReturn | JobRefused:
+    """``run(*args)`` (Hydra's job runner), in a worker or a SLURM job: a write the machine
+    refuses there comes back as a :class:`JobRefused`, not as an exception that would end
+    the whole sweep."""
+    try:
+        return run(*args)
+    except OSError as e:
+        err = as_machine_error(e, sweep_dir)
+        if not isinstance(err, MachineError):
+            raise
+        return JobRefused(list(overrides), str(err))
+
+
+def _refusals_reported(
+    launcher: Any, runs: Sequence[JobReturn | JobRefused], job_overrides: Sequence[Sequence[str]]
+) -> list[JobReturn]:
+    """Each :class:`JobRefused` in ``runs`` as a job that failed alone."""
+    out = []
+    for ret, overrides in zip(runs, job_overrides, strict=True):
+        if isinstance(ret, JobRefused):
+            job = launcher.hydra_context.config_loader.load_sweep_config(
+                launcher.config, list(overrides)
+            )
+            ret = failed_alone(launcher.hydra_context, job, ret.overrides, MachineError(ret.error))
+        out.append(ret)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# hydra/launcher=parallel: Hydra's joblib launcher, each job in a loky worker process
+# --------------------------------------------------------------------------------------------
+def _job_in_worker(
+    idx: int,
+    overrides: Sequence[str],
+    hydra_context: HydraContext,
+    config: DictConfig,
+    task_function: TaskFunction,
+    singleton_state: dict[Any, Any],
+) -> JobReturn | JobRefused:
+    from hydra_plugins.hydra_joblib_launcher._core import execute_job
+
+    args = (idx, overrides, hydra_context, config, task_function, singleton_state)
+    return run_refusable(execute_job, str(config.hydra.sweep.dir), overrides, *args)
+
+
+def launch_in_parallel(
+    launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+) -> list[JobReturn]:
+    """Hydra's joblib launcher (``hydra_joblib_launcher._core.launch``, 1.2), except that a
+    job whose directory or log the machine refuses fails alone, as in :class:`JobsInTurn`
+    (there the OSError, raised in the worker, ended the whole ``Parallel`` call)."""
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+    from joblib import Parallel, delayed
+
+    setup_globals()
+    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    joblib_cfg = launcher.joblib
+    joblib_cfg["backend"] = "loky"  # the threading backend is incompatible with Hydra
+    process_joblib_cfg(joblib_cfg)
+    print(f"Launching {len(job_overrides)} jobs, {joblib_cfg.get('n_jobs')} at once", flush=True)
+    for idx, overrides in enumerate(job_overrides, initial_job_idx):
+        print(f"  #{idx}: {' '.join(filter_overrides(overrides))}", flush=True)
+    singleton_state = Singleton.get_state()
+    runs = Parallel(**joblib_cfg)(
+        delayed(_job_in_worker)(
+            initial_job_idx + idx,
+            overrides,
+            launcher.hydra_context,
+            launcher.config,
+            launcher.task_function,
+            singleton_state,
+        )
+        for idx, overrides in enumerate(job_overrides)
+    )
+    return _refusals_reported(launcher, runs, job_overrides)
+
+
+# --------------------------------------------------------------------------------------------
+# hydra/launcher=slurm: Hydra's submitit launcher, one SLURM job array
+# --------------------------------------------------------------------------------------------
+def slurm_job(launcher: Any, run: Any, sweep_overrides: list[str], *args: Any) -> Any:
+    """One job, inside its SLURM job: ``run`` is the submitit launcher's own ``__call__``."""
+    ret = run_refusable(
+        run, str(launcher.config.hydra.sweep.dir), sweep_overrides, sweep_overrides, *args
+    )
+    if isinstance(ret, JobRefused):
+        report(MachineError(ret.error))  # the job's log says it too
+    return ret
+
+
+def _slurm_states(job_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``{job id: {"State": ...}}`` from the controller (``squeue``), for clusters without
+    accounting (no ``sacct``). A job the controller no longer lists (it forgets finished
+    jobs after MinJobAge, 300 s by default) is reported as ``FINISHED``: a state that counts
+    as done, so that a waiting sweep never waits for it forever."""
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    states: dict[str, dict[str, str]] = {}
+    r = subprocess.run(
+        ["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T", "--jobs"]
+        + [",".join(arrays)],
+        capture_output=True,
+        text=True,
+    )
+    for line in r.stdout.splitlines():
+        job_id, _, state = line.strip().partition("|")
+        states[job_id] = {"JobID": job_id, "State": state}
+    if r.returncode == 0 or "Invalid job id" in r.stderr:
+        for j in job_ids:
+            states.setdefault(j, {"JobID": j, "State": "FINISHED"})
+    return states
+
+
+def _slurm_watcher() -> Any:
+    """submitit's SLURM job watcher, which asks ``sacct``; where that fails (a cluster without
+    accounting), it asks ``squeue`` instead of waiting forever for a state it never gets."""
+    from submitit.slurm.slurm import SlurmInfoWatcher
+
+    class Watcher(SlurmInfoWatcher):
+        def update(self) -> None:
+            command = self._make_command()
+            if command is None:
+                return
+            self._num_calls += 1
+            r = subprocess.run(command, capture_output=True)
+            if r.returncode == 0:
+                self._info_dict.update(self.read_info(r.stdout))
+            else:
+                self._info_dict.update(_slurm_states(list(self._registered - self._finished)))
+            self._last_status_check = time.time()
+            for job_id in self._registered - self._finished:
+                if self.is_done(job_id, mode="cache"):
+                    self._finished.add(job_id)
+
+    return Watcher(delay_s=10)  # a job that ends without a result is seen within 10 s
+
+
+def launch_on_slurm(
+    launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+) -> list[JobReturn]:
+    """Hydra's submitit launcher (``BaseSubmititLauncher.launch``, 1.2: one job array of the
+    sweep's jobs), waiting in a way that a job SLURM ended without a result (cancelled, out of
+    time or memory, its node lost) or whose directory the machine refused fails alone: one
+    line naming its SLURM job and log, listed as failed in ``summary.json``. submitit's own
+    wait raises for such a job (ending the sweep), and on a cluster without accounting
+    (``sacct``) never learns that it ended."""
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    config = launcher.config
+    params = dict(launcher.params)
+    init_keys = {"submitit_folder", "max_num_timeout"}
+    executor = submitit.AutoExecutor(
+        cluster="slurm",
+        folder=params["submitit_folder"],
+        slurm_max_num_timeout=params["max_num_timeout"],
+    )
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(
+        **{(k if k in base else f"slurm_{k}"): v for k, v in params.items() if k not in init_keys}
+    )
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if "mode" in config.hydra.sweep:
+        sweep_dir.chmod(int(str(config.hydra.sweep.mode), 8))
+    print(f"Submitting {len(job_overrides)} jobs to SLURM as one job array", flush=True)
+    job_params = []
+    for idx, overrides in enumerate(job_overrides, initial_job_idx):
+        print(f"  #{idx}: {' '.join(filter_overrides(overrides))}", flush=True)
+        job_params.append(
+            (list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
+        )
+    jobs = executor.map_array(launcher, *zip(*job_params, strict=True))
+    watcher = _slurm_watcher()
+    for job in jobs:
+        for task in [job, *(job.task(k) for k in range(job.num_tasks))]:
+            task.watcher = watcher
+    logs = Path(str(params["submitit_folder"]).replace("%j", "")).resolve()
+    print(
+        f"SLURM job array {jobs[0].job_id.split('_')[0]}: waiting for its {len(jobs)} jobs "
+        f"(logs in {logs})",
+        flush=True,
+    )
+    while not all(job.done() for job in jobs):
+        time.sleep(1)
+    runs: list[JobReturn | JobRefused] = []
+    for job, (overrides, _, idx, *_rest) in zip(jobs, job_params, strict=True):
+        what = f"#{idx} ({' '.join(filter_overrides(overrides)) or 'defaults'})"
+        log = job.task(0).paths.stderr
+        # Every task's result: the DDP ranks of one job are its tasks (rank 0's is returned).
+        done = all(job.task(k).paths.result_pickle.exists() for k in range(job.num_tasks))
+        try:
+            ret = job.results()[0] if done else None
+        except submitit.core.utils.FailedJobError as e:
+            last = [ln for ln in str(e).splitlines() if ln.strip()][-1:] or ["failed"]
+            err = SlurmJobError(
+                f"SLURM job {job.job_id}, sweep job {what}, failed: {last[0].strip()}; see {log}"
+            )
+            ret = None
+        else:
+            err = SlurmJobError(
+                f"SLURM job {job.job_id}, sweep job {what}, ended without a result "
+                f"(state {job.state}); see {log}"
+            )
+        if ret is None:
+            job_cfg = launcher.hydra_context.config_loader.load_sweep_config(config, overrides)
+            ret = failed_alone(launcher.hydra_context, job_cfg, overrides, err, started=True)
+        runs.append(ret)
+    return _refusals_reported(launcher, runs, job_overrides)
+
+
 def summarize(sweep_dir: Path) -> dict[str, Any]:
-    """Collect ``metrics.json`` / ``error.json`` of every job directory under ``sweep_dir``."""
+    """Collect ``metrics.json`` / ``error.json`` of every job directory under ``sweep_dir``.
+    A job's directory is named after its overrides, so a value with a ``/`` in it (e.g.
+    ``ckpt_path=/path/last.ckpt``) puts it in sub-folders: ``dir`` is the path from
+    ``sweep_dir``."""
+    found = (p.parent.relative_to(sweep_dir) for p in sweep_dir.rglob(".hydra") if p.is_dir())
     jobs = []
-    for d in sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=_job_num):
-        overrides = _overrides(d)
+    for name in sorted((r for r in found if not r.parts[0].startswith(".")), key=_job_num):
+        d = sweep_dir / name
+        overrides, name = _overrides(d), str(name)
         if (d / "metrics.json").is_file():
             m = json.loads((d / "metrics.json").read_text())
             test = {k: v for k, v in m.items() if k.startswith("test/")}
-            jobs.append({"dir": d.name, "overrides": overrides, "status": "ok", "metrics": test})
+            jobs.append({"dir": name, "overrides": overrides, "status": "ok", "metrics": test})
         else:
             err, status = "did not finish (no metrics.json)", "failed"
             if (d / "error.json").is_file():
                 found = json.loads((d / "error.json").read_text())
                 err, status = found.get("error", err), found.get("status", status)
-            jobs.append({"dir": d.name, "overrides": overrides, "status": status, "error": err})
+            jobs.append({"dir": name, "overrides": overrides, "status": status, "error": err})
     return {"sweep_dir": str(sweep_dir), "jobs": jobs}
 
 
-def _job_num(d: Path) -> int:
-    head = d.name.split("_", 1)[0]
+def _job_num(rel: Path) -> int:
+    head = rel.parts[0].split("_", 1)[0]
     return int(head) if head.isdigit() else 1 << 30
 
 
@@ -144,19 +400,38 @@ class SweepSummary(Callback):
     """Hydra callback: summarise the sweep when it ends."""
 
     def __init__(self) -> None:
-        # Jobs that failed before Hydra made their directory (see JobsInTurn): not on disk.
-        self.unstarted: list[dict[str, Any]] = []
+        # Jobs that failed outside handprop's code (see failed_alone), maybe without a
+        # directory on disk, by their overrides.
+        self.failed: list[dict[str, Any]] = []
 
-    def unstarted_job(self, overrides: list[str], err: MachineError) -> None:
-        """A job that failed before Hydra made its directory (see :class:`JobsInTurn`)."""
-        self.unstarted.append(
+    def failed_job(self, overrides: list[str], err: BaseException, started: bool = False) -> None:
+        """A job that failed outside handprop's own code (see :func:`failed_alone`); when it
+        ``started``, its directory may be on disk, and is listed there with this error."""
+        self.failed.append(
             {
                 "dir": None,
                 "overrides": overrides,
                 "status": "failed",
-                "error": f"MachineError: {err}",
+                "error": f"{type(err).__name__}: {err}",
+                "started": started,
             }
         )
+
+    def _with_failed(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``jobs`` (from disk) with the noted failures: a started job's error replaces the
+        disk's 'did not finish' (handprop's own error.json, when there is one, stays); a job
+        with no directory on disk is added at the end."""
+        out = list(jobs)
+        for f in self.failed:
+            entry = {k: v for k, v in f.items() if k != "started"}
+            on_disk = [j for j in jobs if f["started"] and j["overrides"] == f["overrides"]]
+            if not on_disk:
+                out.append(entry)
+            elif on_disk[0]["status"] == "failed" and on_disk[0]["error"].startswith(
+                "did not finish"
+            ):
+                on_disk[0]["error"] = entry["error"]
+        return out
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.write(config):
@@ -179,7 +454,7 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return 0
         summary = summarize(sweep_dir)
-        summary["jobs"] += self.unstarted
+        summary["jobs"] = self._with_failed(summary["jobs"])
         for overrides in not_run or []:
             summary["jobs"].append({"dir": None, "overrides": overrides, "status": "not run"})
         if signum is not None:
