@@ -151,13 +151,13 @@ class GANModule(HandpropModule):
         d, cost = self.net.discriminator, self.task.cost
         rows = torch.cat([real, fake[1].detach()])
         targets = self._targets_for(len(real))[0]
-        if self.by_recursion:
-            loss = d.backprop(rows, targets, cost)  # writes the discriminator's .grad only
-            self._clip(d)
-            opt.optimizer.step()
-            return loss
-        opt.zero_grad(set_to_none=True)
-        return self._descend(cost(d(rows), targets), opt)
+        return self.gradients.step(
+            self,
+            opt,
+            d,
+            recursion=lambda: d.backprop(rows, targets, cost),  # the discriminator's .grad only
+            cost=lambda: cost(d(rows), targets),
+        )
 
     def generator_step(self, fake: tuple, opt: Any) -> Tensor:
         """One step of the generator on the samples ``fake`` (from :meth:`generate`): the
@@ -166,7 +166,8 @@ class GANModule(HandpropModule):
         g, d, cost = self.net.generator, self.net.discriminator, self.task.cost
         kept_g, samples = fake
         ones = self._targets_for(len(samples))[1]
-        if self.by_recursion:
+
+        def recursion() -> Tensor:
             with torch.no_grad():
                 kept_d = d.forward_kept(samples)
                 loss, delta = cost.value_and_delta(kept_d[-1], ones)
@@ -176,25 +177,13 @@ class GANModule(HandpropModule):
                 if rule is not None:  # through the output activation: δ ⊙ σ'(z_L)
                     delta = delta * rule[1](kept_g[-1], samples)
                 g.backward_from(kept_g, delta)
-            self._clip(g)
-            opt.optimizer.step()
             return loss
-        opt.zero_grad(set_to_none=True)
-        # D's gradients from this backward are never used: its next step zeroes them first
-        return self._descend(cost(d(samples), ones), opt)
 
-    def _descend(self, loss: Tensor, opt: Any) -> Tensor:
-        """A step by autograd, through Lightning (as :meth:`HandpropModule.update`'s): the
-        Functions' backward, the clip, the optimizer's step. Returns ``loss``, detached."""
-        self.manual_backward(loss)
-        if self.gradient_clip_val:
-            self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val)
-        opt.step()
-        return loss.detach()
-
-    def _clip(self, net: torch.nn.Module) -> None:
-        if self.gradient_clip_val:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), self.gradient_clip_val)
+        # By autograd, D's gradients from this backward are never used: its next step zeroes
+        # them first.
+        return self.gradients.step(
+            self, opt, g, recursion=recursion, cost=lambda: cost(d(samples), ones)
+        )
 
     # ---- Lightning's hooks ----------------------------------------------------------------------
     def has_recursion(self) -> bool:

@@ -21,6 +21,7 @@ from torch import Tensor
 from handprop.networks import GAN, MLP, Autoencoder, ConvNet, RecurrentNet
 from handprop.nn import Dropout
 from handprop.trainer.errors import Diverged
+from handprop.trainer.gradients import ByAutograd, ByRecursion
 from handprop.trainer.task import Task
 
 #: The networks a config can name, built from their keyword arguments (``network`` below).
@@ -116,7 +117,8 @@ class HandpropModule(L.LightningModule):
             from handprop.trainer.monitors import Monitors
 
             self.monitors = Monitors(**monitors)
-        self.by_recursion = False  # decided in on_fit_start
+        # Where ∂C/∂W comes from: the δ recursion or autograd (decided in on_fit_start).
+        self.gradients: ByRecursion | ByAutograd = ByAutograd()
         # (parameter, its gradient's view into the one flat gradient) when the optimizer steps
         # one flat tensor (see contiguous); empty otherwise.
         self.gradient_views: list[tuple[Tensor, Tensor]] = []
@@ -168,23 +170,13 @@ class HandpropModule(L.LightningModule):
         opt = self.optimizers()
         # Every monitors.every_n-th update is watched (None: not this one, or monitors off).
         watch = self.monitors and self.monitors.watch(self.net, self.updates, not self.by_recursion)
-        if self.by_recursion:
-            loss = self.net.backprop(x, y, self.task.cost, watch)  # overwrites every .grad
-            if self.gradient_clip_val:
-                torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.gradient_clip_val)
-            # The optimizer itself: Lightning's wrapper would dispatch its hooks for every
-            # update (~0.1 ms, more than a small network's whole step).
-            opt.optimizer.step()
-        else:
-            # Through Lightning: DDP's gradient all-reduce and mixed precision's loss scaling
-            # hook into this backward and step.
-            opt.zero_grad(set_to_none=True)
-            loss = self.task.cost(self(x), y)
-            self.manual_backward(loss)
-            if self.gradient_clip_val:
-                self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val)
-            opt.step()
-            loss = loss.detach()
+        loss = self.gradients.step(
+            self,
+            opt,
+            self.net,
+            recursion=lambda: self.net.backprop(x, y, self.task.cost, watch),
+            cost=lambda: self.task.cost(self(x), y),
+        )
         if watch:
             watch.close(self.loggers)
         if self.scheduler_interval == "step" and self.scheduler_fn is not None:
@@ -215,8 +207,13 @@ class HandpropModule(L.LightningModule):
             )
         return self.backprop == "recursion" or (self.backprop == "auto" and recursion_ok)
 
+    @property
+    def by_recursion(self) -> bool:
+        """Whether the updates run the δ recursion written out (:class:`ByRecursion`)."""
+        return self.gradients.written_out
+
     def on_fit_start(self) -> None:
-        self.by_recursion = self.uses_recursion()
+        self.gradients = ByRecursion() if self.uses_recursion() else ByAutograd()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """``nn.Module.zero_grad``, except that a gradient that is a view into the flat one the
