@@ -1033,7 +1033,8 @@ def test_tensorboard_checksums_are_computed_in_c_and_unchanged(tmp_path, monkeyp
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as slow
     from tensorboard.summary.writer import record_writer
 
-    from handprop.trainer.build import masked_crc32c, prepare
+    from handprop.trainer.build import prepare
+    from handprop.trainer.startup import masked_crc32c
 
     monkeypatch.setattr(record_writer, "masked_crc32c", slow)  # as a fresh process has it
     prepare(compose_cfg(*FAST, "logger=csv"), tmp_path / "csv")
