@@ -144,6 +144,25 @@ def test_figures_are_the_same_bytes_every_time(computed, name: str, tmp_path: Pa
             assert p.read_bytes() == (tmp_path / p.name).read_bytes(), p.name
 
 
+def test_init_files_do_not_depend_on_the_cpus_rounding(computed, tmp_path: Path) -> None:
+    """The zero start's neurons differ by float rounding only, 0 on some CPUs and about 1e-8 on
+    others (a matrix product's kernel may round one neuron's column unlike the next): the
+    figure, table and caption are the same bytes either way."""
+    import copy
+
+    files = []
+    for k, rounding in enumerate((0.0, 5e-7)):  # 0 on some CPUs; anything below 1e-6
+        r = copy.deepcopy(results(computed, "init"))
+        z = r["zeros"]
+        z["spread_end"] = z["spread_max"] = z["output_spread_end"] = rounding
+        z["spread_per_update"] = [0.0] + [rounding] * (len(z["spread_per_update"]) - 1)
+        write("init", r, tmp_path / str(k))
+        files.append({p.name: p.read_bytes() for p in (tmp_path / str(k)).glob("*.*")})
+    for f in files:
+        del f["results.json"]  # the numbers themselves differ
+    assert files[0] == files[1]
+
+
 def test_readme_captions_are_the_demos_captions() -> None:
     """Under each figure the README says what docs/figures/NAME/caption.md says: the caption
     ``handprop-demo all --out docs/figures`` wrote from that run's results."""
@@ -159,16 +178,18 @@ def test_readme_captions_are_the_demos_captions() -> None:
 # --------------------------------------------------------------------------------------------
 # The claims
 # --------------------------------------------------------------------------------------------
+@pytest.mark.quality
 def test_neuron_derivatives_come_from_the_backward_and_are_right(computed) -> None:
     r = results(computed, "neuron")
     for name in ("sigmoid", "tanh", "relu", "leaky_relu", "softmax"):
-        assert r[name]["fd_error"] < 1e-6, name
+        assert r[name]["fd_error"] < 1e-9, name  # the bound the table and caption state
     assert r["sigmoid"]["max_derivative"] == pytest.approx(0.25, abs=1e-4)
     assert r["tanh"]["max_derivative"] == pytest.approx(1.0, abs=1e-4)
     jac = r["softmax"]["jacobian"]
     assert all(abs(sum(row[j] for row in jac)) < 1e-12 for j in range(3))
 
 
+@pytest.mark.quality
 def test_brute_force_gd_lands_on_the_grid_minimum(computed) -> None:
     r = results(computed, "brute-force")
     assert r["grid_evaluations"] == 1000 and r["grid_step"] == pytest.approx(0.01)
@@ -191,6 +212,7 @@ def test_brute_force_counts_any_network() -> None:
     assert net["log10_combinations"] == pytest.approx(3 * 18)
 
 
+@pytest.mark.quality
 def test_gd_modes_updates_per_epoch_and_smoothness(computed) -> None:
     r = results(computed, "gd-modes")
     assert r["batch"]["updates_per_epoch"] == 1
@@ -205,6 +227,7 @@ def test_gd_modes_updates_per_epoch_and_smoothness(computed) -> None:
     assert r["stochastic"]["epoch_cost"][0] < r["batch"]["epoch_cost"][0]
 
 
+@pytest.mark.quality
 def test_optimizers_same_start_and_momentum_smooths_the_ravine(computed) -> None:
     r = results(computed, "optimizers")
     assert r["same_initial_weights"] is True
@@ -216,6 +239,7 @@ def test_optimizers_same_start_and_momentum_smooths_the_ravine(computed) -> None
     assert rav["curvatures"][1] / rav["curvatures"][0] > 10  # a ravine indeed
 
 
+@pytest.mark.quality
 def test_lr_schedules_follow_their_configs(computed) -> None:
     s = results(computed, "lr-schedules")["schedules"]
     lr0 = s["none"]["lr"][0]
@@ -231,6 +255,7 @@ def test_lr_schedules_follow_their_configs(computed) -> None:
         assert v["lr_scaled"] == pytest.approx(v["lr_fixed"] * int(b) / 32)
 
 
+@pytest.mark.quality
 def test_standardised_converges_faster_than_raw(computed) -> None:
     r = results(computed, "preprocessing")
     for opt in ("sgd", "adam"):
@@ -240,10 +265,11 @@ def test_standardised_converges_faster_than_raw(computed) -> None:
         assert std["final_cost"] < raw["final_cost"] and std["val_rmse"] < raw["val_rmse"]
 
 
+@pytest.mark.quality
 def test_zero_init_neurons_stay_identical_random_ones_differ(computed) -> None:
     r = results(computed, "init")
     zeros = r["zeros"]
-    assert zeros["spread_start"] == 0 and zeros["spread_end"] < 1e-6
+    assert zeros["spread_start"] == 0 and zeros["spread_max"] < 1e-6  # rounding at most
     assert zeros["distinct_neurons"] == 1
     rows = zeros["hidden_weights"]
     assert all(abs(a - b) < 1e-6 for row in rows for a, b in zip(row, rows[0], strict=True))
@@ -254,6 +280,7 @@ def test_zero_init_neurons_stay_identical_random_ones_differ(computed) -> None:
     assert r["zeros-relu"]["spread_end"] == 0  # ReLU'(0) = 0: the hidden layer never moves
 
 
+@pytest.mark.quality
 def test_hidden_layer_beats_linear_on_property_prices(computed) -> None:
     r = results(computed, "hidden-layers")
     assert r["4-5-1"]["rmse"]["test"] < 0.7 * r["linear"]["rmse"]["test"]
@@ -262,6 +289,7 @@ def test_hidden_layer_beats_linear_on_property_prices(computed) -> None:
     assert len(r["neurons"]) == 5
 
 
+@pytest.mark.quality
 def test_backprop_by_hand_agrees_with_autograd(computed) -> None:
     r = results(computed, "backprop")
     assert r["max_abs_diff"] <= 1e-12
@@ -270,6 +298,7 @@ def test_backprop_by_hand_agrees_with_autograd(computed) -> None:
     assert r["backward_nodes"][0] == "SquaredErrorFunctionBackward"
 
 
+@pytest.mark.quality
 def test_autoencoder_code_beats_pca(computed) -> None:
     r = results(computed, "autoencoder")
     assert r["code_sizes"] == ["2", "8"]
@@ -281,6 +310,7 @@ def test_autoencoder_code_beats_pca(computed) -> None:
     assert len(r["digits"]["original"]) == 10
 
 
+@pytest.mark.quality
 def test_gan_samples_improve_and_both_costs_are_recorded(computed) -> None:
     r = results(computed, "gan")
     per_epoch = r["per_epoch"]
@@ -293,6 +323,7 @@ def test_gan_samples_improve_and_both_costs_are_recorded(computed) -> None:
     assert best == min(v["energy_distance"] for v in per_epoch)
 
 
+@pytest.mark.quality
 def test_epochs_cost_falls_and_matches_the_trainer(computed) -> None:
     r = results(computed, "epochs")
     cost = r["cost"]
@@ -308,6 +339,7 @@ def test_epochs_cost_falls_and_matches_the_trainer(computed) -> None:
 # --------------------------------------------------------------------------------------------
 def _claims(name: str, r: dict, cap: str) -> None:  # noqa: C901 — one branch per demo
     if name == "neuron":
+        assert "within 1e-9 of a finite difference" in cap  # on every CPU: its rounding varies
         assert f"never exceeds {r['sigmoid']['max_derivative']:.3g}" in cap
         assert r["relu"]["derivative_below_zero"] == 0 and r["leaky_relu"]["min_derivative"] > 0
         assert "leaky ReLU 0.01, not 0, below zero" in cap
@@ -348,7 +380,9 @@ def _claims(name: str, r: dict, cap: str) -> None:  # noqa: C901 — one branch 
         assert all(r["sgd"]["none"]["diverged_by_lr"][1:])  # "every rate from ... up diverges"
     elif name == "init":
         assert r["zeros"]["distinct_neurons"] == 1 and "keep identical weights" in cap
-        assert ("exactly 0 after every update" in cap) == (r["zeros"]["spread_max"] == 0)
+        # learning never separates the clones; float rounding (0 on some CPUs) is all there is
+        assert r["zeros"]["spread_max"] < 1e-6
+        assert "float rounding only, below 1e-6 after every update" in cap
     elif name == "hidden-layers":
         lin, net = r["linear"]["rmse"]["test"], r["4-5-1"]["rmse"]["test"]
         assert f"from {lin:.0f} to {net:.0f} thousand dollars" in cap and net < lin
@@ -406,7 +440,8 @@ def _claims(name: str, r: dict, cap: str) -> None:  # noqa: C901 — one branch 
         assert rnn["accuracy"][-1] < 0.6
         assert f"right on {100 * lstm['accuracy'][-1]:.0f} %" in cap
     elif name == "epochs":
-        assert r["max_rel_diff_vs_trainer"] < 1e-4  # "the same curve"
+        assert r["max_rel_diff_vs_trainer"] < 1e-5  # "the same curve", "within 1e-5 relative"
+        assert "(circles), within 1e-5 relative" in cap
         cost = r["cost"]
         assert ("falls epoch by epoch" in cap) == all(
             b <= a for a, b in zip(cost, cost[1:], strict=False)
@@ -447,6 +482,7 @@ def _claims(name: str, r: dict, cap: str) -> None:  # noqa: C901 — one branch 
         assert r["restored"]["rmse"] < r["last"]["rmse"]
 
 
+@pytest.mark.quality
 @pytest.mark.parametrize("name", list(DEMOS))
 def test_caption_states_the_results(computed, name: str) -> None:
     r = results(computed, name)

@@ -362,6 +362,7 @@ def test_same_seed_same_gan(gan_run, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 # The quality bars (issue 14), each on the preset as shipped
 # --------------------------------------------------------------------------------------------
+@pytest.mark.quality
 @pytest.mark.parametrize("code_size", [2, 8])
 def test_autoencoder_beats_pca_on_digits(tmp_path: Path, code_size: int) -> None:
     m = run(
@@ -370,6 +371,7 @@ def test_autoencoder_beats_pca_on_digits(tmp_path: Path, code_size: int) -> None
     assert m["test/mse"] <= 0.9 * m["test/pca_mse"], m
 
 
+@pytest.mark.quality
 def test_gan_covers_the_ring_on_seed_42_and_most_seeds(tmp_path: Path) -> None:
     """experiment=gan_ring as shipped: all 8 modes and ≥ 80 % high-quality samples on seed 42
     and on at least 4 of seeds 0-4 (seed 4 is trained only if one of seeds 0-3 misses)."""
@@ -402,6 +404,7 @@ def test_sweep_over_both_network_types(tmp_path: Path, capsys: pytest.CaptureFix
     assert "test/high_quality=" in capsys.readouterr().out
 
 
+@pytest.mark.quality
 def test_gan_digits_look_like_digits_to_a_classifier(tmp_path: Path) -> None:
     """Samples of experiment=gan_digits, labelled by the MLP preset (experiment=digits) trained
     on real digits: at least half with confidence ≥ 0.9, covering at least 8 of the 10 digits."""

@@ -168,6 +168,7 @@ def test_lr_find_only_writes_the_plot_and_trains_nothing(tmp_path, capsys):
     assert not (tmp_path / "metrics.json").exists()
 
 
+@pytest.mark.quality
 def test_lr_find_suggestion_is_within_10x_of_the_best_fixed_lr(tmp_path):
     """On the default data and network: the suggestion against a sweep of fixed rates a
     decade apart (20 epochs each, to keep the test short), the best by validation loss."""

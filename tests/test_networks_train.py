@@ -89,6 +89,7 @@ def test_sine_rows_are_noisy_waves_and_the_target_is_the_next_value() -> None:
 # --------------------------------------------------------------------------------------------
 # Training from Hydra: metrics, TensorBoard, eval, predict
 # --------------------------------------------------------------------------------------------
+@pytest.mark.quality
 def test_each_network_learns_and_logs_on_the_update_axis(runs) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -189,6 +190,7 @@ def test_same_seed_same_metrics(runs, name: str, tmp_path: Path) -> None:
 # The quality bars (issue 13), each on the command as written, seed 42 (the default). Seeds
 # 0-4: scripts/quality_networks.py (about a minute for the CNN).
 # --------------------------------------------------------------------------------------------
+@pytest.mark.quality
 @pytest.mark.parametrize(
     ("overrides", "metric", "bar"),
     [

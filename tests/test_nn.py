@@ -373,6 +373,7 @@ def _regression_data(n=64, d=4, seed=0):
     return x, y
 
 
+@pytest.mark.quality
 def test_zero_init_keeps_hidden_units_identical():
     x, y = _regression_data()
     mlp = hnn.MLP(4, [6], 1, activation="sigmoid", init="zeros").double()
@@ -389,6 +390,7 @@ def test_zero_init_keeps_hidden_units_identical():
     torch.testing.assert_close(w2, w2[:, :1].expand_as(w2), atol=1e-14, rtol=0)
 
 
+@pytest.mark.quality
 @pytest.mark.parametrize(
     "init,activation", [("xavier", "sigmoid"), ("xavier", "tanh"), ("he", "relu"), ("auto", "relu")]
 )

@@ -157,6 +157,7 @@ def task_runs(tmp_path_factory):
     return out
 
 
+@pytest.mark.quality
 @pytest.mark.parametrize("task", list(TASK_RUNS))
 def test_each_task_lowers_its_training_loss(task_runs, task):
     cfg, _, metrics, _ = task_runs[task]
@@ -657,6 +658,7 @@ def test_bad_input_in_a_real_process(bad_cases, name):
 # --------------------------------------------------------------------------------------------
 # 8. The quality bar with the presets' full settings
 # --------------------------------------------------------------------------------------------
+@pytest.mark.quality
 @pytest.mark.parametrize(
     ("overrides", "metric", "bar"),
     [

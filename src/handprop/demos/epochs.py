@@ -6,7 +6,9 @@ every row, the costs of the eight rows are averaged, and the weights are updated
 
 Trained twice: by ``handprop-train experiment=students`` itself (Lightning, its per-epoch cost
 read from the CSV log), and by the loop below, which also records every student's own cost.
-Same config, same seed, so the two cost curves coincide.
+Same config, same seed, so the two cost curves coincide, up to float32 rounding: the two sum
+in different orders, and how each rounds depends on the CPU's kernels (a relative difference of
+about 1e-6), so the table and caption state the bound ``AGREE`` that holds on every CPU.
 """
 
 from __future__ import annotations
@@ -21,6 +23,17 @@ from pathlib import Path
 from handprop.demos._figures import COLORS, figure, plain_log, save_figure
 from handprop.demos._report import Table, at_most, plain
 from handprop.demos._training import build, compose, loss_function, threads, train_run
+
+#: The hand loop and handprop-train agree within this, relative (measured: 1.1e-6 to 1.2e-6).
+AGREE_TEXT = "1e-5"
+AGREE = float(AGREE_TEXT)
+
+
+def _within(rel: float) -> str:
+    """The two curves' largest relative difference as the text states it: the bound that holds
+    on every CPU, or the difference itself (rounded up) where it does not hold."""
+    return AGREE_TEXT if rel < AGREE else at_most(rel)
+
 
 SUMMARY = (
     "One epoch = every row once, through the same weights; with batch gradient descent the "
@@ -147,8 +160,9 @@ def tables(r: dict) -> list[Table]:
         "Cost per epoch (mean over the 8 rows, before that epoch's update)",
         ["epoch", "this loop", "handprop-train experiment=students"],
         note=(
-            f"Largest relative difference between the two: {r['max_rel_diff_vs_trainer']:.1e} "
-            "(float32, different summation order). Config: batch GD, SGD lr 0.05, MLP 3-3-1, "
+            "Largest relative difference between the two: below "
+            f"{_within(r['max_rel_diff_vs_trainer'])} (float32, different summation order). "
+            "Config: batch GD, SGD lr 0.05, MLP 3-3-1, "
             "cost quadratic."
             if trained
             else "Trainer run skipped."
@@ -171,7 +185,7 @@ def caption(r: dict) -> str:
     if r["trainer_cost"]:
         text += (
             " — the same curve in the hand loop and in `handprop-train experiment=students` "
-            f"(circles), within {at_most(r['max_rel_diff_vs_trainer'])} relative"
+            f"(circles), within {_within(r['max_rel_diff_vs_trainer'])} relative"
         )
     return text + "."
 
