@@ -32,7 +32,10 @@ __all__ = [
     "to_stack",
     "unstack",
     "per_model_cost",
+    "per_model_value",
     "contiguous_stack",
+    "select_models",
+    "flat_forward",
 ]
 
 
@@ -299,29 +302,42 @@ def per_model_cost(cost: nn.Module, z: Tensor, y: Tensor) -> tuple[Tensor, Tenso
     * ``BCEWithLogitsLoss``: ``δ = (σ(z) − y) / n``;
     * ``CrossEntropyLoss`` with class indices y (J, B): ``δ = (softmax(z) − onehot(y)) / B``.
     """
+    C, delta = _per_model(cost, z, y, True)
+    assert delta is not None
+    return C, delta
+
+
+def per_model_value(cost: nn.Module, z: Tensor, y: Tensor) -> Tensor:
+    """Each model's cost ``C_j`` (J,), as :func:`per_model_cost`, without its derivative."""
+    return _per_model(cost, z, y, False)[0]
+
+
+def _per_model(
+    cost: nn.Module, z: Tensor, y: Tensor, with_delta: bool
+) -> tuple[Tensor, Tensor | None]:
     reduction = getattr(cost, "reduction", "mean")
     if reduction not in ("mean", "sum"):
         raise ValueError(f"MLPStack.backprop needs reduction 'mean' or 'sum', got {reduction!r}")
     J = z.shape[0]
-    if isinstance(cost, MSELoss | QuadraticCost):
+
+    def reduce(C: Tensor) -> Tensor:
+        C = C.reshape(J, -1)
+        return C.mean(1) if reduction == "mean" else C.sum(1)
+
+    if isinstance(cost, MSELoss | QuadraticCost | BCEWithLogitsLoss):
         if z.shape != y.shape:
             raise ValueError(f"target shape {tuple(y.shape)} differs from output {tuple(z.shape)}")
+        n = z[0].numel() if reduction == "mean" else 1
+        if isinstance(cost, BCEWithLogitsLoss):
+            if cost.weight is not None or cost.pos_weight is not None:
+                raise ValueError("MLPStack.backprop starts from the plain BCEWithLogitsLoss")
+            bce = F.BCEWithLogitsFunction
+            C = reduce(bce.forward(z, y, "none"))
+            return C, bce.derivative(z, y).div_(n) if with_delta else None
         scale = 1.0 if isinstance(cost, MSELoss) else 0.5
-        fn = F.SquaredErrorFunction
-        n = z[0].numel() if reduction == "mean" else 1
-        C = fn.forward(z, y, "none", scale).reshape(J, -1)
-        C = C.mean(1) if reduction == "mean" else C.sum(1)
-        return C, fn.derivative(z, y, scale, n)
-    if isinstance(cost, BCEWithLogitsLoss):
-        if cost.weight is not None or cost.pos_weight is not None:
-            raise ValueError("MLPStack.backprop starts from the plain BCEWithLogitsLoss")
-        if z.shape != y.shape:
-            raise ValueError(f"target shape {tuple(y.shape)} differs from output {tuple(z.shape)}")
-        fn = F.BCEWithLogitsFunction
-        n = z[0].numel() if reduction == "mean" else 1
-        C = fn.forward(z, y, "none").reshape(J, -1)
-        C = C.mean(1) if reduction == "mean" else C.sum(1)
-        return C, fn.derivative(z, y).div_(n)
+        sq = F.SquaredErrorFunction
+        C = reduce(sq.forward(z, y, "none", scale))
+        return C, sq.derivative(z, y, scale, n) if with_delta else None
     if isinstance(cost, CrossEntropyLoss):
         if (
             cost.weight is not None
@@ -336,10 +352,10 @@ def per_model_cost(cost: nn.Module, z: Tensor, y: Tensor) -> tuple[Tensor, Tenso
         C, delta = F.CrossEntropyFunction.value_and_derivative(
             z.reshape(J * B, K), y.reshape(J * B), "none"
         )
-        C = C.view(J, B)
-        if reduction == "mean":
-            return C.mean(1), delta.view(J, B, K).div_(B)
-        return C.sum(1), delta.view(J, B, K)
+        C = reduce(C)
+        if not with_delta:
+            return C, None
+        return C, delta.view(J, B, K).div_(B) if reduction == "mean" else delta.view(J, B, K)
     raise ValueError(
         f"MLPStack.backprop supports MSELoss, QuadraticCost, BCEWithLogitsLoss and "
         f"CrossEntropyLoss, not {type(cost).__name__}"
@@ -358,13 +374,55 @@ def contiguous_stack(params: Sequence[nn.Parameter]) -> nn.Parameter:
     if any(p.shape[0] != J for p in params):
         raise ValueError("contiguous_stack: every parameter needs the same leading dimension J")
     flat = torch.cat([p.detach().reshape(J, -1) for p in params], dim=1)
+    return _bind(params, flat)
+
+
+def _bind(params: Sequence[nn.Parameter], flat: Tensor) -> nn.Parameter:
+    """Make each of ``params`` (and its gradient) a view into ``flat`` (J, P) (and a zero
+    gradient of its shape); return ``flat`` as a Parameter."""
+    J = flat.shape[0]
     grad = torch.zeros_like(flat)
     offset = 0
     for p in params:
         n = p[0].numel()
-        p.data = flat[:, offset : offset + n].view(p.shape)
-        p.grad = grad[:, offset : offset + n].view(p.shape)
+        shape = (J, *p.shape[1:])
+        p.data = flat[:, offset : offset + n].view(shape)
+        p.grad = grad[:, offset : offset + n].view(shape)
         offset += n
-    whole = nn.Parameter(flat)
+    whole = nn.Parameter(flat)  # flat's storage, not a copy
     whole.grad = grad
     return whole
+
+
+def select_models(
+    stack: MLPStack, flat: nn.Parameter, index: Tensor | Sequence[int]
+) -> nn.Parameter:
+    """Keep models ``index`` (in that order) of a stack whose parameters are views of ``flat``
+    (:func:`contiguous_stack`): the stack then holds ``len(index)`` models, views of the
+    returned new flat Parameter (gradients zeroed)."""
+    index = torch.as_tensor(index, dtype=torch.long, device=flat.device)
+    kept = flat.detach().index_select(0, index)
+    stack.n_models = len(index)
+    for layer in stack.layers:
+        layer.n_models = stack.n_models
+    return _bind(list(stack.parameters()), kept)
+
+
+def flat_forward(stack: MLPStack, flat: Tensor, input: Tensor) -> Tensor:
+    """The outputs (J', B, out) of models whose parameters are the rows of ``flat`` (J', P),
+    laid out as :func:`contiguous_stack` lays out ``stack``'s: e.g. a few models' best weights,
+    without a stack of their own. ``input`` (J', B, in)."""
+    sigma = ACTIVATION_RULES[stack.activation][0]
+    J, a, offset = flat.shape[0], input, 0
+    for k, layer in enumerate(stack.layers):
+        o, i = layer.out_features, layer.in_features
+        W = flat[:, offset : offset + o * i].view(J, o, i)
+        offset += o * i
+        if layer.bias is not None:
+            a = torch.baddbmm(flat[:, offset : offset + o].unsqueeze(1), a, W.transpose(1, 2))
+            offset += o
+        else:
+            a = torch.bmm(a, W.transpose(1, 2))
+        if k < len(stack.layers) - 1:
+            a = sigma(a)
+    return a

@@ -1,0 +1,162 @@
+"""Vectorised sweeps (``hydra/launcher=vectorized``): the jobs that can share one network train
+as one stacked network, and each job's results are those of the same job run alone by the
+default launcher (losses within 0.5 %, accuracy within one test row, the same epochs, early
+stopping and divergence per job); its files are an ordinary run's."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from runs import cfg_of
+from runs import sweep as run_sweep
+
+from handprop.trainer.stacked import loops_state, stacked_metrics
+from handprop.trainer.task import Task
+from handprop.trainer.vectorized import alone_reason, group_key
+
+VECTORIZED = "hydra/launcher=vectorized"
+
+
+def sweep(sweep_dir: Path, *overrides: str) -> list[dict]:
+    """The jobs of ``handprop-train -m OVERRIDES``' summary.json, failed jobs or not."""
+    try:
+        return run_sweep(sweep_dir, *overrides)
+    except SystemExit as e:  # a job failed: the sweep ran to its end all the same
+        assert e.code == 1
+        return json.loads((sweep_dir / "summary.json").read_text())["jobs"]
+
+
+def _by_dir(jobs: list[dict]) -> dict[str, dict]:
+    return {j["dir"]: j for j in jobs}
+
+
+def _metrics(sweep_dir: Path, job: dict) -> dict[str, float]:
+    return json.loads((sweep_dir / job["dir"] / "metrics.json").read_text())
+
+
+def assert_same_results(a_dir: Path, a_jobs: list[dict], b_dir: Path, b_jobs: list[dict]) -> None:
+    """Every job of sweep ``a`` has the results of the same job of sweep ``b``."""
+    a, b = _by_dir(a_jobs), _by_dir(b_jobs)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name]["status"] == b[name]["status"], name
+        if a[name]["status"] != "ok":
+            # the same step, rate and checkpoint (the last finite loss, ~1e20 by then, is chaos)
+            same = r"diverged at step \d+|lr=[\d.e+-]+|last good checkpoint|No checkpoint"
+            assert re.findall(same, a[name]["error"]) == re.findall(same, b[name]["error"]), name
+            assert (a_dir / name / "error.json").is_file()
+            continue
+        ma, mb = _metrics(a_dir, a[name]), _metrics(b_dir, b[name])
+        assert ma.keys() == mb.keys(), name
+        assert ma["epochs"] == mb["epochs"] and ma["global_step"] == mb["global_step"], name
+        for k, v in mb.items():
+            if k.endswith("/loss"):
+                assert ma[k] == pytest.approx(v, rel=5e-3), (name, k)
+            elif k.endswith("accuracy"):
+                rows = 1 / 0.15 / 100  # generous bound on one row of the smallest split used
+                assert abs(ma[k] - v) <= max(rows, 1e-6), (name, k)
+
+
+def test_a_sweep_with_early_stopping_and_a_divergence_matches_the_default_launcher(tmp_path):
+    # lr × seed × a per-job schedule: the rate grows by 1.6 an epoch in half of the jobs, so
+    # that some of them stop early and one diverges after its first checkpoint.
+    overrides = (
+        "optimizer=sgd",
+        "optimizer.lr=0.1,0.3",
+        "seed=1,2",
+        "scheduler=exponential",
+        "scheduler.fn.gamma=1.0,1.6",
+        "trainer.max_epochs=12",
+        "callbacks.early_stopping.patience=2",
+    )
+    stacked = sweep(tmp_path / "v", VECTORIZED, *overrides)
+    alone = sweep(tmp_path / "t", *overrides)
+    assert_same_results(tmp_path / "v", stacked, tmp_path / "t", alone)
+    # the sweep covers what it claims: a job that stops early, one that diverges
+    epochs = [_metrics(tmp_path / "t", j)["epochs"] for j in alone if j["status"] == "ok"]
+    assert min(epochs) < 12 and max(epochs) == 12
+    failed = [j for j in alone if j["status"] == "failed"]
+    assert failed and all("diverged" in j["error"] for j in failed)
+    assert any("The last good checkpoint" in j["error"] for j in failed)
+    assert len(failed) < len(alone)
+
+
+@pytest.mark.parametrize(
+    "experiment",
+    [
+        ("experiment=digits", "trainer.max_epochs=3", "optimizer.lr=0.001,0.003", "seed=1,2"),
+        ("experiment=cancer", "trainer.max_epochs=25", "optimizer.lr=0.003,0.03", "seed=1,2"),
+    ],
+    ids=["digits", "cancer"],
+)
+def test_the_experiments_match_the_default_launcher(tmp_path, experiment):
+    stacked = sweep(tmp_path / "v", VECTORIZED, *experiment)
+    alone = sweep(tmp_path / "t", *experiment)
+    assert all(j["status"] == "ok" for j in alone)
+    assert_same_results(tmp_path / "v", stacked, tmp_path / "t", alone)
+
+
+# --------------------------------------------------------------------------------------------
+# Grouping
+# --------------------------------------------------------------------------------------------
+def test_jobs_group_on_everything_but_the_per_job_settings():
+    base = group_key(cfg_of())
+    for same in ("seed=3", "optimizer.lr=0.1", "model.init=xavier", "optimizer.betas=[0.8,0.9]"):
+        assert group_key(cfg_of(same)) == base, same
+    assert group_key(cfg_of("scheduler=step", "scheduler.fn.gamma=0.1")) == group_key(
+        cfg_of("scheduler=step")
+    )
+    for other in ("model.hidden=[6]", "gd.batch_size=16", "optimizer=sgd", "trainer.max_epochs=3"):
+        assert group_key(cfg_of(other)) != base, other
+    assert alone_reason(cfg_of()) is None
+    assert "GAN" in alone_reason(cfg_of("model=gan"))
+    assert "lr_find" in alone_reason(cfg_of("lr_find=true"))
+    assert "CNN" in alone_reason(cfg_of("model=cnn", "data=digits"))
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics of every job at once
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("task", ["regression", "binary", "multiclass"])
+def test_stacked_metrics_are_task_metrics(task):
+    torch.manual_seed(0)
+    J, N, K = 4, 37, 5
+    out = K if task == "multiclass" else 1
+    z = torch.randn(J, N, out)
+    if task == "regression":
+        y = torch.randn(J, N, 1)
+    elif task == "binary":
+        y = (torch.rand(J, N, 1) > 0.5).float()
+        z[1] = z[1].round()  # ties between scores
+    else:
+        y = torch.randint(0, K - 1, (J, N))  # one class never a target
+    scales, shifts = torch.rand(J) + 0.5, torch.randn(J)
+    tasks = [
+        Task(
+            task,
+            num_classes=K if task == "multiclass" else 2,
+            y_shift=float(shifts[j]),
+            y_scale=float(scales[j]),
+        )
+        for j in range(J)
+    ]
+    got = stacked_metrics(task, tasks[0].cost, z, y, scales, shifts, K)
+    for j in range(J):
+        want = tasks[j].metrics(z[j], y[j])
+        assert set(want) == set(got)
+        for k, v in want.items():
+            assert float(got[k][j]) == pytest.approx(v, rel=1e-5, abs=1e-6), (j, k)
+
+
+def test_loop_state_of_a_finished_run():
+    loops = loops_state(
+        epochs=3, epoch_ended=True, chunks=6, chunks_this_epoch=2, updates=130, whole=True
+    )
+    fit = loops["fit_loop"]
+    assert fit["epoch_progress"]["total"]["completed"] == 3
+    assert fit["epoch_loop.manual_optimization.optim_step_progress"]["total"]["completed"] == 130
+    assert fit["epoch_loop.state_dict"]["_batches_that_stepped"] == 6
