@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,72 @@ def test_loop_state_of_a_finished_run():
     assert fit["epoch_progress"]["total"]["completed"] == 3
     assert fit["epoch_loop.manual_optimization.optim_step_progress"]["total"]["completed"] == 130
     assert fit["epoch_loop.state_dict"]["_batches_that_stepped"] == 6
+
+
+# --------------------------------------------------------------------------------------------
+# Each job's checkpoints are an ordinary run's
+# --------------------------------------------------------------------------------------------
+def _ckpt(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_each_jobs_checkpoints_are_an_ordinary_runs(tmp_path):
+    from runs import run
+
+    from handprop.trainer.evaluate import evaluate
+
+    overrides = (  # seed 1 stops early (after 5 epochs)
+        "seed=1,2",
+        "trainer.max_epochs=6",
+        "scheduler=step",
+        "optimizer=momentum",
+        "callbacks.early_stopping.patience=1",
+    )
+    stacked = sweep(tmp_path / "v", VECTORIZED, *overrides)
+    alone = sweep(tmp_path / "t", *overrides)
+    assert {_metrics(tmp_path / "t", j)["epochs"] for j in alone} == {5, 6}
+    for job in stacked:
+        mine = _ckpt(tmp_path / "v" / job["dir"] / "checkpoints" / "last.ckpt")
+        theirs = _ckpt(tmp_path / "t" / job["dir"] / "checkpoints" / "last.ckpt")
+        assert mine.keys() == theirs.keys()
+        for k in ("epoch", "global_step", "epochs_done", "loops", "hparams_name"):
+            assert mine[k] == theirs[k], k
+        assert mine["state_dict"].keys() == theirs["state_dict"].keys()
+        for k, v in theirs["state_dict"].items():
+            torch.testing.assert_close(mine["state_dict"][k], v, rtol=1e-3, atol=1e-4)
+        assert mine["hyper_parameters"] == theirs["hyper_parameters"]
+        assert mine["callbacks"].keys() == theirs["callbacks"].keys()
+        stop = next(k for k in theirs["callbacks"] if k.startswith("EarlyStopping"))
+        for k in ("wait_count", "stopped_epoch", "patience", "stopping_reason"):
+            assert mine["callbacks"][stop][k] == theirs["callbacks"][stop][k], k
+        best = mine["callbacks"]["Checkpoints"], theirs["callbacks"]["Checkpoints"]
+        assert best[0]["best_epoch"] == best[1]["best_epoch"]
+        assert best[0]["best_weights"].keys() == best[1]["best_weights"].keys()
+        (o1,), (o2,) = mine["optimizer_states"], theirs["optimizer_states"]
+        assert o1["param_groups"] == o2["param_groups"]
+        assert o1["state"].keys() == o2["state"].keys()
+        for k, v in o2["state"][0].items():
+            torch.testing.assert_close(o1["state"][0][k], v, rtol=1e-3, atol=1e-4)
+        assert mine["lr_schedulers"] == theirs["lr_schedulers"]
+        b1 = _ckpt(tmp_path / "v" / job["dir"] / "checkpoints" / "best.ckpt")
+        b2 = _ckpt(tmp_path / "t" / job["dir"] / "checkpoints" / "best.ckpt")
+        assert b1.keys() == b2.keys() and b1["epoch"] == b2["epoch"]
+
+    # handprop-eval reads a job's best.ckpt; ckpt_path= resumes its last.ckpt
+    job = tmp_path / "v" / stacked[0]["dir"]
+    evaluated = evaluate(str(job / "checkpoints" / "best.ckpt"), output=str(tmp_path / "e.json"))
+    reported = json.loads((job / "metrics.json").read_text())
+    assert evaluated["test/loss"] == pytest.approx(reported["test/loss"], rel=1e-5)
+    last = tmp_path / "last.ckpt"  # (a job's directory name holds '=', which Hydra would parse)
+    shutil.copy(job / "checkpoints" / "last.ckpt", last)
+    resumed = run(
+        tmp_path / "resumed",
+        *(o.replace("seed=1,2", "seed=1") for o in overrides),
+        "trainer.max_epochs=8",
+        "callbacks.early_stopping.patience=100",
+        f"ckpt_path={last}",
+        "logger=none",
+    )
+    done = _ckpt(last)["epochs_done"]
+    assert done < 6  # it had stopped early
+    assert resumed["epochs"] == 8 and resumed["global_step"] == 8 * 44
