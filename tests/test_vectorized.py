@@ -230,3 +230,39 @@ def test_each_jobs_checkpoints_are_an_ordinary_runs(tmp_path):
     done = _ckpt(last)["epochs_done"]
     assert done < 6  # it had stopped early
     assert resumed["epochs"] == 8 and resumed["global_step"] == 8 * 44
+
+
+def test_job_configs_are_hydras_with_fewer_compositions():
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from handprop.trainer.vectorized import compose_jobs
+
+    class Counting:
+        def __init__(self, loader):  # noqa: ANN001
+            self.loader, self.calls = loader, 0
+
+        def load_sweep_config(self, master, overrides):  # noqa: ANN001, ANN202
+            self.calls += 1
+            return self.loader.load_sweep_config(master, overrides)
+
+    values = [
+        [f"optimizer.lr={lr}", f"seed={s}", f"model.hidden={h}"]
+        for lr in (0.001, 0.01)
+        for s in (1, 2)
+        for h in ("[8]", "[16,4]")
+    ]
+    groups = [[f"optimizer={o}", "seed=1"] for o in ("sgd", "adam", "momentum")]
+    with initialize_config_module(config_module="handprop.trainer.conf", version_base="1.3"):
+        from hydra import compose
+
+        master = compose("train", return_hydra_config=True)
+        loader = GlobalHydra.instance().config_loader()
+        for job_overrides, compositions in ((values, 2), (groups, 3)):
+            counting = Counting(loader)
+            configs = compose_jobs(counting, master, job_overrides)
+            assert counting.calls == compositions
+            for overrides, cfg in zip(job_overrides, configs, strict=True):
+                want = loader.load_sweep_config(master, overrides)
+                assert OmegaConf.to_yaml(cfg) == OmegaConf.to_yaml(want), overrides

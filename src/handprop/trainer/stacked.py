@@ -12,6 +12,7 @@ from contextlib import suppress
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -219,9 +220,8 @@ class StackedGroup:
             job.sched = module.scheduler_fn(job.opt) if module.scheduler_fn is not None else None
             job.opt.step()  # (no gradient: nothing moves; the schedules see a step was made)
             job.loggers = self.make_loggers(job)
-            for logger in job.loggers:  # what Lightning logs at the start of fit
-                logger.log_hyperparams(dict(module.hparams))
-                logger.save()
+            for logger in job.loggers:  # what Lightning logs at the start of fit (the
+                logger.log_hyperparams(dict(module.hparams))  # file: when it finalizes)
         self.stack = to_stack([job.module.net for job in jobs]).to(self.device)
         self.flat = contiguous_stack(list(self.stack.parameters()))
         self.opt = STACKED[type(jobs[0].opt)]([self.flat], **self.hyper(jobs))
@@ -381,11 +381,14 @@ class StackedGroup:
     def after_chunk(self, losses: Tensor, rows: list[int], first: int, every: int) -> None:
         """A chunk's losses (updates, J), read to the host once: divergence, the epoch's
         mean, ``train/loss`` every ``every`` updates."""
-        values = losses.t().tolist()  # per job
+        finite = torch.isfinite(losses).all(0).tolist()
+        weights = torch.tensor(rows, dtype=torch.float64, device=losses.device)
+        self.epoch_sum += (losses.double() * weights.unsqueeze(1)).sum(0).cpu()
+        values = losses.t().tolist()  # per job: one copy to the host
         failed = []
         for pos, (job, v) in enumerate(zip(self.jobs, values, strict=True)):
-            bad = next((i for i, x in enumerate(v) if not math.isfinite(x)), None)
-            if bad is not None:
+            if not finite[pos]:
+                bad = next(i for i, x in enumerate(v) if not math.isfinite(x))
                 last = v[bad - 1] if bad else job.last_finite
                 path = job.run_dir / "checkpoints" / "last.ckpt"  # type: ignore[operator]
                 kept = (
@@ -397,7 +400,6 @@ class StackedGroup:
                 failed.append((pos, Diverged(first + bad, v[bad], last, lr, kept)))
                 continue
             job.last_finite = v[-1]
-            self.epoch_sum[pos] += sum(x * n for x, n in zip(v, rows, strict=False))
             for i in range(-first % every, len(v), every):
                 self.log(job, {"train/loss": v[i]}, first + i)
         self.epoch_rows += sum(rows)
@@ -473,7 +475,7 @@ class StackedGroup:
                 else:
                     job.sched.step()
             if es.enabled:  # Lightning's EarlyStopping: min mode, min_delta 0, finite check
-                current = float(torch.tensor(value))  # the float32 its tensors compare
+                current = float(np.float32(value))  # the float32 its tensors compare
                 if not math.isfinite(current):
                     stopping.append(pos)
                 elif current < job.es_best:
