@@ -233,19 +233,11 @@ def test_each_jobs_checkpoints_are_an_ordinary_runs(tmp_path):
 
 
 def test_job_configs_are_hydras_with_fewer_compositions():
-    from hydra import initialize_config_module
+    from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from handprop.trainer.vectorized import compose_jobs
-
-    class Counting:
-        def __init__(self, loader):  # noqa: ANN001
-            self.loader, self.calls = loader, 0
-
-        def load_sweep_config(self, master, overrides):  # noqa: ANN001, ANN202
-            self.calls += 1
-            return self.loader.load_sweep_config(master, overrides)
+    from handprop.trainer.vectorized import DerivingLoader
 
     values = [
         [f"optimizer.lr={lr}", f"seed={s}", f"model.hidden={h}"]
@@ -255,14 +247,13 @@ def test_job_configs_are_hydras_with_fewer_compositions():
     ]
     groups = [[f"optimizer={o}", "seed=1"] for o in ("sgd", "adam", "momentum")]
     with initialize_config_module(config_module="handprop.trainer.conf", version_base="1.3"):
-        from hydra import compose
-
         master = compose("train", return_hydra_config=True)
         loader = GlobalHydra.instance().config_loader()
         for job_overrides, compositions in ((values, 2), (groups, 3)):
-            counting = Counting(loader)
-            configs = compose_jobs(counting, master, job_overrides)
-            assert counting.calls == compositions
+            deriving = DerivingLoader(loader)
+            for _ in range(2):  # the sweeper's check, then the launcher: made once
+                configs = [deriving.load_sweep_config(master, o) for o in job_overrides]
+            assert deriving.compositions == compositions
             for overrides, cfg in zip(job_overrides, configs, strict=True):
                 want = loader.load_sweep_config(master, overrides)
                 assert OmegaConf.to_yaml(cfg) == OmegaConf.to_yaml(want), overrides

@@ -34,7 +34,6 @@ import copy
 import json
 import math
 import os
-from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from handprop.trainer.cli import report, verbose_errors
@@ -178,34 +178,58 @@ def job_bytes(table: Any, plan: Any, cfg: DictConfig) -> int:
 # --------------------------------------------------------------------------------------------
 # Every job's config
 # --------------------------------------------------------------------------------------------
-def compose_jobs(
-    loader: Any, master: DictConfig, job_overrides: Sequence[Sequence[str]]
-) -> list[DictConfig]:
-    """Every job's config, as Hydra's ``load_sweep_config`` composes it.
+class DerivingLoader:
+    """Hydra's config loader, with each sweep job's config derived where it can be, for the
+    vectorised launcher (installed in the shared Hydra context by :meth:`VectorizedJobs.setup`,
+    so that the sweeper's check of a batch, which composes every job, derives too).
 
     Composing a config from its YAML files costs tens of milliseconds, more than a small
-    job's share of a stacked group. When the jobs' overrides only set values (the same keys,
-    no config group, nothing added or deleted, no dict), each job's config is the first
-    job's with its values set, as Hydra sets an override (``OmegaConf.update(merge=True)``),
-    and its ``hydra.overrides.task`` and ``hydra.job.override_dirname`` written as Hydra
-    writes them. The second job is also composed in full and compared: any difference, and
-    every job is composed in full.
+    job's share of a stacked group. When a job's overrides only set values where the first
+    job's set the same keys (no config group, nothing added or deleted, no dict), its config
+    is the first job's with those values set, as Hydra sets an override
+    (``OmegaConf.update(merge=True)``), and ``hydra.overrides.task`` and
+    ``hydra.job.override_dirname`` written as Hydra writes them. The first derived config is
+    also composed in full and compared: on any difference every later job is composed in
+    full. Each job's config is made once (the sweeper's check and the launcher share it).
     """
-    overrides = [list(o) for o in job_overrides]
-    first = loader.load_sweep_config(master, overrides[0])
-    if len(overrides) < 3:
-        return [first, *(loader.load_sweep_config(master, o) for o in overrides[1:])]
-    try:
-        derived = [first, *(_derive(first, overrides[0], o) for o in overrides[1:])]
-    except _NotDerivable:
-        derived = None
-    if derived is not None:
-        check = loader.load_sweep_config(master, overrides[1])
-        if OmegaConf.to_yaml(check) == OmegaConf.to_yaml(derived[1]):
-            for cfg in derived[2:]:
-                OmegaConf.copy_cache(from_config=master, to_config=cfg)
-            return [first, check, *derived[2:]]
-    return [first, *(loader.load_sweep_config(master, o) for o in overrides[1:])]
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.reference: tuple[list[str], DictConfig] | None = None
+        self.trusted: bool | None = None  # None: not checked yet
+        self.made: dict[tuple[str, ...], DictConfig] = {}
+        self.compositions = 0  # full compositions made
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+    def compose(self, master: DictConfig, overrides: list[str]) -> DictConfig:
+        self.compositions += 1
+        return self.loader.load_sweep_config(master, overrides)
+
+    def load_sweep_config(self, master: DictConfig, overrides: list[str]) -> DictConfig:
+        key = tuple(overrides)
+        if key in self.made:  # asked before (the sweeper's check): the launcher's now
+            return self.made.pop(key)
+        cfg = self.derive(master, list(overrides))
+        self.made[key] = cfg
+        return cfg
+
+    def derive(self, master: DictConfig, overrides: list[str]) -> DictConfig:
+        if self.reference is None or self.trusted is False:
+            cfg = self.compose(master, overrides)
+            self.reference = self.reference or (overrides, cfg)
+            return cfg
+        try:
+            cfg = _derive(self.reference[1], self.reference[0], overrides)
+        except _NotDerivable:
+            return self.compose(master, overrides)
+        OmegaConf.copy_cache(from_config=master, to_config=cfg)
+        if self.trusted is None:
+            full = self.compose(master, overrides)
+            self.trusted = OmegaConf.to_yaml(full) == OmegaConf.to_yaml(cfg)
+            return full
+        return cfg
 
 
 class _NotDerivable(Exception):
@@ -329,14 +353,21 @@ class VectorizedJobs(JobsInTurn):
         super().__init__()
         self.memory_mb, self.max_group = float(memory_mb), max_group
 
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        if not isinstance(hydra_context.config_loader, DerivingLoader):
+            hydra_context.config_loader = DerivingLoader(hydra_context.config_loader)
+
     def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
         assert self.config is not None and self.context is not None
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         jobs = []
-        configs = compose_jobs(self.context.config_loader, self.config, job_overrides)
-        for idx, (overrides, cfg) in enumerate(zip(job_overrides, configs, strict=True)):
+        for idx, overrides in enumerate(job_overrides):
+            cfg = self.context.config_loader.load_sweep_config(self.config, list(overrides))
             with open_dict(cfg):
                 cfg.hydra.job.id = cfg.hydra.job.num = idx + initial_job_idx
             jobs.append(Job(idx + initial_job_idx, list(overrides), cfg))
