@@ -188,7 +188,11 @@ def vectorized(reps: int, in_turn: bool) -> None:
 def wall_of(args: list[str]) -> float:
     """A whole ``handprop-train`` process's wall time; a job that fails does not stop it."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "handprop.trainer.train", *args], capture_output=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "handprop.trainer.train", *args], capture_output=True, text=True
+    )
+    if "sweep summary" not in r.stdout:  # the sweep itself failed, not one of its jobs
+        raise RuntimeError(f"handprop-train {' '.join(args)} failed:\n{r.stderr[-2000:]}")
     return time.perf_counter() - start
 
 

@@ -257,3 +257,40 @@ def test_job_configs_are_hydras_with_fewer_compositions():
             for overrides, cfg in zip(job_overrides, configs, strict=True):
                 want = loader.load_sweep_config(master, overrides)
                 assert OmegaConf.to_yaml(cfg) == OmegaConf.to_yaml(want), overrides
+
+
+def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
+
+
+def test_each_job_logs_what_it_logs_alone(tmp_path):
+    """A job's TensorBoard scalars: the same tags at the same updates as the same job run in
+    turn, the values to float rounding; its hparams.yaml the same."""
+    import sys
+
+    from handprop.trainer.train import main
+
+    overrides = ["seed=1,2", "trainer.max_epochs=3", "progress=false", "logger=tensorboard"]
+    for name, extra in (("v", [VECTORIZED]), ("t", [])):
+        old, sys.argv = sys.argv, ["handprop-train", "-m", *extra, *overrides]
+        sys.argv.append(f"hydra.sweep.dir={tmp_path / name}")
+        try:
+            main()
+        finally:
+            sys.argv = old
+    jobs = [d.name for d in (tmp_path / "t").iterdir() if (d / "tb").is_dir()]
+    assert len(jobs) == 2
+    for job in jobs:
+        mine, theirs = _scalars(tmp_path / "v" / job), _scalars(tmp_path / "t" / job)
+        assert mine.keys() == theirs.keys()
+        assert {"train/loss", "val/loss", "lr", "final/test/loss"} <= mine.keys()
+        for tag, events in theirs.items():
+            assert [s for s, _ in mine[tag]] == [s for s, _ in events], tag
+            for (_, a), (_, b) in zip(mine[tag], events, strict=True):
+                assert a == pytest.approx(b, rel=1e-3, abs=1e-5), tag
+        hp = [(tmp_path / d / job / "tb" / "hparams.yaml").read_text() for d in ("v", "t")]
+        assert hp[0] == hp[1]

@@ -207,11 +207,14 @@ class DerivingLoader:
         self.compositions += 1
         return self.loader.load_sweep_config(master, overrides)
 
-    def load_sweep_config(self, master: DictConfig, overrides: list[str]) -> DictConfig:
-        key = tuple(overrides)
+    def load_sweep_config(
+        self, master_config: DictConfig, sweep_overrides: list[str]
+    ) -> DictConfig:
+        """As Hydra's (its argument names too: the sweeper passes them by name)."""
+        key = tuple(sweep_overrides)
         if key in self.made:  # asked before (the sweeper's check): the launcher's now
             return self.made.pop(key)
-        cfg = self.derive(master, list(overrides))
+        cfg = self.derive(master_config, list(sweep_overrides))
         self.made[key] = cfg
         return cfg
 
@@ -295,6 +298,9 @@ class Job:
     opt: Any = None  # a torch optimizer of the job's own: its lr, its schedule, its state
     sched: Any = None
     loggers: list[Any] = field(default_factory=list)
+    event_writers: list[Any] = field(default_factory=list)  # TensorBoard's file writers
+    other_loggers: list[Any] = field(default_factory=list)
+    patience: int = 0
     es_best: float = math.inf
     es_wait: int = 0
     stopped_epoch: int = 0
