@@ -5,6 +5,7 @@ stopping and divergence per job); its files are an ordinary run's."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -235,9 +236,9 @@ def test_each_jobs_checkpoints_are_an_ordinary_runs(tmp_path):
 def test_job_configs_are_hydras_with_fewer_compositions():
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict, read_write
 
-    from handprop.trainer.vectorized import DerivingLoader
+    from handprop.trainer.vectorized import DerivingLoader, _task_cfg
 
     values = [
         [f"optimizer.lr={lr}", f"seed={s}", f"model.hidden={h}"]
@@ -257,6 +258,12 @@ def test_job_configs_are_hydras_with_fewer_compositions():
             for overrides, cfg in zip(job_overrides, configs, strict=True):
                 want = loader.load_sweep_config(master, overrides)
                 assert OmegaConf.to_yaml(cfg) == OmegaConf.to_yaml(want), overrides
+                # the task's config, as run_job makes it (a deep copy without hydra)
+                task = copy.deepcopy(want)
+                with read_write(task), open_dict(task):
+                    del task["hydra"]
+                assert OmegaConf.to_yaml(_task_cfg(cfg)) == OmegaConf.to_yaml(task)
+                assert OmegaConf.is_struct(_task_cfg(cfg))
 
 
 def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:

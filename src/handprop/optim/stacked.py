@@ -89,6 +89,14 @@ class StackedOptimizer:
         self._check()
         self.state: list[dict[str, Tensor]] = [{} for _ in self.params]
         self._cast: dict[tuple[str, int], Tensor] = {}
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Which per-model options any model uses, decided once per change of the
+        hyperparameters: not a device sync at every step."""
+        self._cast_pairs: dict[str, Tensor] = {}
+        self.any = {k: bool((v != 0).any()) for k, v in self.hyper.items()}
+        self.all = {k: bool((v != 0).all()) for k, v in self.hyper.items()}
 
     def _check(self) -> None:
         h = self.hyper
@@ -104,7 +112,10 @@ class StackedOptimizer:
         if name not in self.hyper:
             raise KeyError(f"{type(self).__name__} has no hyperparameter {name!r}")
         self.hyper[name] = per_model(value, self.n_models, self.params[0].device)
-        self._cast = {k: v for k, v in self._cast.items() if k[0].removeprefix("1-") != name}
+        self._cast = {
+            k: v for k, v in self._cast.items() if name not in k[0] and k[0] != "1-lr*weight_decay"
+        }
+        self._refresh()
 
     def h(self, name: str, p: Tensor) -> Tensor:
         """Hyperparameter ``name`` at ``p``'s precision, shaped (J, 1, …) to broadcast over
@@ -113,7 +124,12 @@ class StackedOptimizer:
         key = (name, p.dim())
         cached = self._cast.get(key)
         if cached is None or cached.dtype != p.dtype:
-            values = 1 - self.hyper[name[2:]] if name.startswith("1-") else self.hyper[name]
+            if name == "1-lr*weight_decay":  # AdamW's decay factor, a Python float in torch
+                values = 1 - self.hyper["lr"] * self.hyper["weight_decay"]
+            elif name.startswith("1-"):
+                values = 1 - self.hyper[name[2:]]
+            else:
+                values = self.hyper[name]
             cached = self.as_scalar(values, p)
             self._cast[key] = cached
         return cached
@@ -154,6 +170,7 @@ class StackedOptimizer:
         self.hyper = {k: v.index_select(0, index) for k, v in self.hyper.items()}
         self.state = [{k: v.index_select(0, index) for k, v in s.items()} for s in self.state]
         self._cast = {}
+        self._refresh()
 
     def model_state(self, j: int, i: int = 0) -> dict[str, Tensor]:
         """Model ``j``'s state for parameter ``i`` as its ``torch.optim`` twin keeps it for the
@@ -202,18 +219,17 @@ class StackedSGD(StackedOptimizer):
     STATE = ("momentum_buffer",)
 
     def update(self, p: Tensor, g: Tensor, state: dict[str, Tensor]) -> None:
-        if bool((self.hyper["weight_decay"] != 0).any()):
+        if self.any["weight_decay"]:
             g = g.add(p * self.h("weight_decay", p))
-        if bool((self.hyper["momentum"] != 0).any()):
+        if self.any["momentum"]:
             buf = state.get("momentum_buffer")
             if buf is None:
                 buf = state["momentum_buffer"] = g.clone()
             else:
                 buf.mul_(self.h("momentum", p)).add_(g * self.h("1-dampening", p))
-            nesterov = self.hyper["nesterov"] != 0
-            if bool(nesterov.all()):
+            if self.all["nesterov"]:
                 g = g.add(buf * self.h("momentum", p))
-            elif bool(nesterov.any()):
+            elif self.any["nesterov"]:
                 ahead = g.add(buf * self.h("momentum", p))
                 g = torch.where(self.h("nesterov", p) != 0, ahead, buf)
             else:
@@ -249,19 +265,18 @@ class StackedRMSprop(StackedOptimizer):
             state["square_avg"] = torch.zeros_like(p)
             state["momentum_buffer"] = torch.zeros_like(p)
             state["grad_avg"] = torch.zeros_like(p)
-        if bool((self.hyper["weight_decay"] != 0).any()):
+        if self.any["weight_decay"]:
             g = g.add(p * self.h("weight_decay", p))
         sq = state["square_avg"]
         sq.mul_(self.h("alpha", p)).add_(self.h("1-alpha", p) * g * g)
-        centered = self.hyper["centered"] != 0
-        if bool(centered.any()):
+        if self.any["centered"]:
             ga = state["grad_avg"]
             ga.lerp_(g, self.h("1-alpha", p))
             avg = torch.where(self.h("centered", p) != 0, sq - ga * ga, sq).sqrt_()
         else:
             avg = sq.sqrt()
         avg = avg.add_(self.h("eps", p))
-        if bool((self.hyper["momentum"] != 0).any()):
+        if self.any["momentum"]:
             buf = state["momentum_buffer"]
             buf.mul_(self.h("momentum", p)).add_(g / avg)
             p.sub_(buf * self.h("lr", p))
@@ -298,19 +313,22 @@ class StackedAdam(StackedOptimizer):
             state["exp_avg"] = torch.zeros_like(p)
             state["exp_avg_sq"] = torch.zeros_like(p)
         h = self.hyper
-        if bool((h["weight_decay"] != 0).any()):
+        if self.any["weight_decay"]:
             if self.DECOUPLED:
-                p.mul_(self.as_scalar(1 - h["lr"] * h["weight_decay"], p))
+                p.mul_(self.h("1-lr*weight_decay", p))
             else:
                 g = g.add(p * self.h("weight_decay", p))
         m, v = state["exp_avg"], state["exp_avg_sq"]
         m.lerp_(g, self.h("1-beta1", p))
         v.mul_(self.h("beta2", p)).add_(self.h("1-beta2", p) * g * g)
-        # The bias corrections: Python floats in torch, float64 per model here.
-        bias1 = 1 - h["beta1"] ** t
-        bias2_sqrt = (1 - h["beta2"] ** t).sqrt()
-        denom = (v.sqrt() / self.as_scalar(bias2_sqrt, p)).add_(self.h("eps", p))
-        p.add_(self.as_scalar(-h["lr"] / bias1, p) * m / denom)
+        # The bias corrections: Python floats in torch, float64 per model here, both at once.
+        if "betas" not in self._cast_pairs:
+            self._cast_pairs["betas"] = torch.stack((h["beta1"], h["beta2"]))
+        bias = 1 - self._cast_pairs["betas"] ** t  # (2, J): 1 − β₁ᵗ, 1 − β₂ᵗ
+        scalars = torch.stack((-h["lr"] / bias[0], bias[1].sqrt())).to(p.dtype)
+        step_size, bias2_sqrt = scalars.view(2, -1, *([1] * (p.dim() - 1)))
+        denom = (v.sqrt() / bias2_sqrt).add_(self.h("eps", p))
+        p.add_(step_size * m / denom)
 
 
 class StackedAdamW(StackedAdam):
