@@ -301,3 +301,64 @@ def test_each_job_logs_what_it_logs_alone(tmp_path):
                 assert a == pytest.approx(b, rel=1e-3, abs=1e-5), tag
         hp = [(tmp_path / d / job / "tb" / "hparams.yaml").read_text() for d in ("v", "t")]
         assert hp[0] == hp[1]
+
+
+# --------------------------------------------------------------------------------------------
+# What does not stack runs in turn; large groups split; a search stacks each batch
+# --------------------------------------------------------------------------------------------
+def test_what_cannot_stack_runs_in_turn_with_its_reason(tmp_path, capsys):
+    jobs = sweep(tmp_path / "s", VECTORIZED, "lr_find=false,true", "trainer.max_epochs=2")
+    out = capsys.readouterr().out
+    assert "in turn (lr_find runs its own range test first)" in out
+    assert "in turn (a group of one)" in out
+    assert [j["status"] for j in jobs] == ["ok", "ok"]
+
+
+def test_a_group_larger_than_the_budget_is_split(tmp_path, capsys):
+    overrides = ("seed=1,2,3", "trainer.max_epochs=2")
+    whole = sweep(tmp_path / "w", VECTORIZED, *overrides)
+    assert "one stacked network of 3 jobs" in capsys.readouterr().out
+    split = sweep(tmp_path / "s", VECTORIZED, "hydra.launcher.max_group=2", *overrides)
+    assert "split into 2 groups of up to 2 jobs" in capsys.readouterr().out
+    assert [j["status"] for j in split] == ["ok"] * 3
+    for a, b in zip(whole, split, strict=True):
+        ma, mb = _metrics(tmp_path / "w", a), _metrics(tmp_path / "s", b)
+        assert ma["test/loss"] == pytest.approx(mb["test/loss"], rel=1e-4)
+    tiny = sweep(tmp_path / "m", VECTORIZED, "hydra.launcher.memory_mb=0.1", *overrides)
+    assert "split into 3 groups of up to 1 job " in capsys.readouterr().out
+    assert [j["status"] for j in tiny] == ["ok"] * 3
+
+
+def test_an_optuna_search_stacks_each_batch_of_trials(tmp_path, capsys):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    import yaml
+
+    jobs = sweep(
+        tmp_path / "o",
+        VECTORIZED,
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.n_jobs=3",
+        # the search over the learning rate alone: every trial of a batch fits one network
+        'hydra.sweeper.params={optimizer:"choice(adam)",model.hidden:"choice([5])",'
+        'gd.batch_size:"choice(32)"}',
+        "trainer.max_epochs=2",
+    )
+    out = capsys.readouterr().out
+    assert out.count("one stacked network of 3 jobs (optimizer.lr per job)") == 2
+    assert [j["status"] for j in jobs] == ["ok"] * 6
+    best = yaml.safe_load((tmp_path / "o" / "optimization_results.yaml").read_text())
+    losses = [_metrics(tmp_path / "o", j)["val/loss"] for j in jobs]
+    assert best["best_value"] == pytest.approx(min(losses), rel=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_vectorized_sweep_trains_on_cuda_as_on_the_cpu(tmp_path, capsys):
+    overrides = ("seed=1,2", "optimizer.lr=0.003,0.01", "trainer.max_epochs=3")
+    gpu = sweep(tmp_path / "g", VECTORIZED, "trainer=gpu", *overrides)
+    cpu = sweep(tmp_path / "c", VECTORIZED, "trainer=cpu", *overrides)
+    assert [j["status"] for j in gpu] == ["ok"] * 4
+    for a, b in zip(gpu, cpu, strict=True):
+        ma, mb = _metrics(tmp_path / "g", a), _metrics(tmp_path / "c", b)
+        assert ma["epochs"] == mb["epochs"]
+        assert ma["test/loss"] == pytest.approx(mb["test/loss"], rel=5e-3)

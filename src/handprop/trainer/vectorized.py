@@ -471,7 +471,8 @@ class VectorizedJobs(JobsInTurn):
         parts = [ready[i : i + size] for i in range(0, len(ready), size)]
         if len(parts) > 1:
             print(
-                f"    split into {len(parts)} groups of up to {size} jobs (~{per_job / 2**20:.2f} "
+                f"    split into {len(parts)} groups of up to {size} job{'s' * (size > 1)} "
+                f"(~{per_job / 2**20:.2f} "
                 f"MB a job; hydra.launcher.memory_mb={self.memory_mb:g})",
                 flush=True,
             )
