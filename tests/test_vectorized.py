@@ -362,3 +362,14 @@ def test_a_vectorized_sweep_trains_on_cuda_as_on_the_cpu(tmp_path, capsys):
         ma, mb = _metrics(tmp_path / "g", a), _metrics(tmp_path / "c", b)
         assert ma["epochs"] == mb["epochs"]
         assert ma["test/loss"] == pytest.approx(mb["test/loss"], rel=5e-3)
+
+
+def test_a_job_with_a_bad_setting_fails_alone(tmp_path, capsys):
+    jobs = sweep(
+        tmp_path / "s", VECTORIZED, "optimizer.lr=0.01,-1", "seed=1,2", "trainer.max_epochs=2"
+    )
+    assert [j["status"] for j in jobs] == ["ok", "ok", "failed", "failed"]
+    assert all("optimizer.lr=-1" in j["error"] for j in jobs[2:])
+    err = capsys.readouterr().err
+    assert err.count("error: optimizer.lr=-1") == 2 and "Traceback" not in err
+    assert all((tmp_path / "s" / j["dir"] / "error.json").is_file() for j in jobs[2:])

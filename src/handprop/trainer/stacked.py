@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from collections.abc import Sequence
 from contextlib import suppress
@@ -181,6 +182,11 @@ def loops_state(
     return loops
 
 
+#: With ``progress=true``, a group's progress line at most this often (the in-turn launcher's
+#: plain progress lines are as far apart).
+PROGRESS_SECONDS = 10.0
+
+
 class StackedGroup:
     """Jobs of one group, built, trained as one :class:`~handprop.networks.MLPStack`.
 
@@ -206,13 +212,13 @@ class StackedGroup:
 
     # ---- set-up -------------------------------------------------------------------------------
     def setup(self) -> None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
         from handprop.networks.stack import contiguous_stack, to_stack
         from handprop.optim import STACKED
         from handprop.trainer.startup import set_threads
 
         jobs, p, cfg = self.jobs, self.plan, self.cfg
-        from lightning.pytorch.loggers import TensorBoardLogger
-
         for job in jobs:
             module, cfg_of_job = job.module, job.task_cfg
             whole = torch.nn.Parameter(
@@ -248,7 +254,8 @@ class StackedGroup:
         self.best = self.flat.detach().clone()
         self.updates, self.epochs, self.chunks, self.chunks_this_epoch = 0, 0, 0, 0
         self.whole_epoch = True
-        self.last_write = time.monotonic()
+        self.last_write = self.last_line = time.monotonic()
+        self.names = f"{jobs[0].name}–{jobs[-1].name}"
 
     def hyper(self, jobs: Sequence[Job]) -> dict[str, list[float]]:
         """Each job's hyperparameters, read from its own torch optimizer (defaults included;
@@ -504,6 +511,14 @@ class StackedGroup:
             mask = torch.zeros(len(self.jobs), 1, dtype=torch.bool, device=self.device)
             mask[improved] = True
             self.best = torch.where(mask, self.flat.detach(), self.best)
+        if cfg.progress and time.monotonic() - self.last_line >= PROGRESS_SECONDS:
+            self.last_line = time.monotonic()
+            print(
+                f"    {self.names}: epoch {epoch + 1}/{cfg.trainer.max_epochs}, "
+                f"{self.updates} updates, {len(self.jobs) - len(stopping)} jobs training",
+                file=sys.stderr,
+                flush=True,
+            )
         if ck.enabled:
             due = epoch == 0 or time.monotonic() - self.last_write >= ck.every_seconds
             if due:

@@ -388,10 +388,13 @@ class VectorizedJobs(JobsInTurn):
                 cfg.hydra.runtime.output_dir = os.path.abspath(out)
             HydraConfig.instance().set_config(cfg)
             job.hydra_cfg = HydraConfig.instance().cfg
-            job.reason = alone_reason(cfg)
-            if job.reason is None:
-                job.task_cfg = _task_cfg(cfg)
-                groups.setdefault(group_key(job.task_cfg), []).append(job)
+            try:
+                job.reason = alone_reason(cfg)
+                if job.reason is None:
+                    job.task_cfg = _task_cfg(cfg)
+                    groups.setdefault(group_key(job.task_cfg), []).append(job)
+            except Exception:  # noqa: BLE001 — the ordinary run reports it, in one line
+                job.reason = "its config does not resolve"
         for members in groups.values():
             if len(members) == 1:
                 members[0].reason = "a group of one"
