@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "handprop"
-LIBRARY = ("functional", "nn", "networks")
+LIBRARY = ("functional", "nn", "networks", "optim")
 #: The trainer's packages: none of them may load with the library.
 TRAINER_PACKAGES = (
     "lightning",

@@ -1,11 +1,11 @@
 """handprop's sweep launchers where Hydra finds launchers (classes defined in the
-``hydra_plugins`` namespace): ``hydra/launcher=in_turn`` (the default), ``parallel`` and
-``slurm``. The code is in :mod:`handprop.trainer.sweep`; the last two extend Hydra's joblib and
+``hydra_plugins`` namespace): ``hydra/launcher=in_turn`` (the default), ``vectorized``
+(:class:`handprop.trainer.vectorized.VectorizedJobs`), ``parallel`` and ``slurm``. The code is in :mod:`handprop.trainer.sweep`; the last two extend Hydra's joblib and
 submitit launchers, and exist only where those are installed (the ``scale`` extra)."""
 
 from typing import Any
 
-from handprop.trainer import sweep
+from handprop.trainer import sweep, vectorized
 
 
 class JobsInTurn(sweep.JobsInTurn):
@@ -40,3 +40,7 @@ else:
 
         def launch(self, job_overrides: Any, initial_job_idx: int) -> Any:
             return sweep.launch_on_slurm(self, job_overrides, initial_job_idx)
+
+
+class VectorizedJobs(vectorized.VectorizedJobs):
+    """:class:`handprop.trainer.vectorized.VectorizedJobs`, registered with Hydra."""
