@@ -14,6 +14,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -800,12 +801,10 @@ def test_metrics_are_those_of_the_best_weights(tmp_path):
     assert last.evaluate(*dm.split("val"))["loss"] != pytest.approx(metrics["val/loss"], rel=1e-3)
 
 
-@pytest.mark.parametrize(("every", "saves"), [(3600, 2), (0, 5)], ids=["interval", "every-epoch"])
-def test_last_checkpoint_after_the_first_epoch_then_on_the_interval(
-    tmp_path, monkeypatch, every, saves
-):
-    """last.ckpt: at the end of the first epoch, then once every_seconds have passed (checked at
-    epoch ends), and when training ends."""
+@pytest.mark.parametrize(("every", "saves"), [(3600, 1), (0, 5)], ids=["interval", "every-epoch"])
+def test_checkpoints_on_the_interval_and_at_the_end(tmp_path, monkeypatch, every, saves):
+    """best.ckpt and last.ckpt: once every_seconds have passed (checked at epoch ends), and
+    when training ends; nothing at an epoch's end before the interval has passed."""
     from handprop.trainer.checkpoints import Checkpoints
 
     calls = []
@@ -821,6 +820,48 @@ def test_last_checkpoint_after_the_first_epoch_then_on_the_interval(
     )
     assert len(calls) == saves, calls
     assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_checkpoint_writes_are_bounded_by_the_interval(tmp_path, monkeypatch):
+    """A 100-epoch run whose validation loss improves in most epochs writes each of best.ckpt
+    and last.ckpt at most 1 + (its training seconds) / every_seconds times: improving weights
+    are kept in memory, not written."""
+    from handprop.trainer.checkpoints import AtomicCheckpointIO, Checkpoints
+
+    writes: list[str] = []
+    write = AtomicCheckpointIO.save_checkpoint
+    monkeypatch.setattr(
+        AtomicCheckpointIO,
+        "save_checkpoint",
+        lambda self, c, path, *a, **k: (
+            writes.append(Path(path).name) or write(self, c, path, *a, **k)
+        ),
+    )
+    improved = []
+    epoch_end = Checkpoints.on_train_epoch_end
+
+    def counted(self, trainer, module):  # noqa: ANN001, ANN202
+        before = self.best_score
+        epoch_end(self, trainer, module)
+        improved.append(self.best_score < before)
+
+    monkeypatch.setattr(Checkpoints, "on_train_epoch_end", counted)
+    every = 1.0
+    t = time.perf_counter()
+    _, metrics, _ = run_train(
+        tmp_path / "run",
+        *FAST,
+        "trainer.max_epochs=100",
+        "callbacks.early_stopping.enabled=false",
+        "optimizer.lr=0.001",
+        f"callbacks.checkpoint.every_seconds={every}",
+    )
+    seconds = time.perf_counter() - t  # the whole call: an upper bound of the training time
+    assert metrics["epochs"] == 100
+    assert sum(improved) >= 50, sum(improved)  # the case the policy is for
+    bound = 1 + seconds / every
+    for name in ("best.ckpt", "last.ckpt"):
+        assert 1 <= writes.count(name) <= bound, (name, writes.count(name), bound)
 
 
 def test_callbacks_none_writes_no_checkpoint(tmp_path):
