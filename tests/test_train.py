@@ -508,11 +508,15 @@ def _csv_cases(d: Path) -> dict[str, tuple[list[str], list[str]]]:
         ),
         "non_numeric": (
             csv_args(csv_file("nonnum.csv", nonnum)),
-            ["nonnum.csv", "row 5", "'x2'", "'abc'", "not a number"],
+            ["nonnum.csv", "line 5 (data row 4)", "'x2'", "'abc'", "not a number"],
         ),
         "nan_cell": (
             csv_args(csv_file("nan.csv", nan)),
-            ["nan.csv", "row 8", "'x1'", "NaN"],
+            ["nan.csv", "line 8 (data row 7)", "'x1'", "NaN"],
+        ),
+        "blank_and_multiline": (  # the file's line is not the data row + 1 here
+            csv_args(csv_file("blank.csv", text='x1,x2,y\n1,2,0\n\n"3\n",4,1\n5,zz,0\n')),
+            ["blank.csv", "line 6 (data row 3)", "'x2'", "'zz'", "not a number"],
         ),
         "empty_file": (csv_args(csv_file("empty.csv", text="")), ["empty.csv", "empty"]),
         "header_only": (
@@ -525,7 +529,14 @@ def _csv_cases(d: Path) -> dict[str, tuple[list[str], list[str]]]:
         ),
         "float_labels": (
             csv_args(csv_file("floats.csv", floats), task="multiclass"),
-            ["floats.csv", "'y'", "integer class labels", "task=multiclass", "row 4", "0.5"],
+            [
+                "floats.csv",
+                "'y'",
+                "integer class labels",
+                "task=multiclass",
+                "line 4 (data row 3)",
+                "0.5",
+            ],
         ),
         "task_does_not_fit": (
             ["data=digits", "task=regression"],
@@ -549,6 +560,7 @@ BAD_CASES = [
     "nan_cell",
     "empty_file",
     "header_only",
+    "blank_and_multiline",
     "too_few_rows",
     "float_labels",
     "task_does_not_fit",
