@@ -235,16 +235,76 @@ def where(lines: list[int], i: int) -> str:
     return f"line {lines[i]} (data row {i + 1})"
 
 
+def _path_problem(path: str | Path, key: str) -> str | None:
+    """What is wrong with the file setting ``key`` (empty, no such file, a folder), or None."""
+    if not str(path):
+        return f"{key} is empty: give a CSV file, e.g. {key}=prices.csv"
+    p = Path(str(path)).expanduser()
+    if not p.exists():
+        return f"{key}: file not found: {p}"
+    if not p.is_file():
+        return f"{key}: {p} is not a file"
+    return None
+
+
+def _column_problems(
+    p: Path,
+    header: list[str],
+    target: str | None,
+    features: list[str] | None,
+    task: str | None,
+    target_required: bool = True,
+) -> list[str]:
+    """What is wrong with ``data.target`` and ``data.features`` given the file's ``header``."""
+    found = []
+    if features:
+        missing = [f for f in features if f not in header]
+        if missing:
+            found.append(f"data.features: columns {missing} not in {p}; columns are {header}")
+    if not target and task in UNSUPERVISED:
+        return found
+    if not target:
+        if target_required:
+            found.append(f"data.target is not set; choose one of the columns {header}")
+    elif target not in header:
+        found.append(f"data.target: column {target!r} not in {p}; columns are {header}")
+    elif features and target in features:
+        found.append(f"data.features must not include the target column {target!r}")
+    return found
+
+
+def csv_problems(
+    path: str | Path,
+    target: str | None,
+    features: list[str] | None,
+    task: str | None,
+    target_required: bool = True,
+) -> list[str]:
+    """The problems of a CSV's settings (``data.path``, ``data.target``, ``data.features``)
+    that its header shows, all of them, without reading its rows (:func:`read_csv` reads and
+    checks those). ``task`` None: not known yet (a target is then expected)."""
+    bad = _path_problem(path, "data.path")
+    if bad:
+        return [bad]
+    p = Path(str(path)).expanduser()
+    try:
+        with p.open(newline="", encoding="utf-8-sig") as fh:
+            header = next((r for r in csv.reader(fh) if any(c.strip() for c in r)), None)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []  # read_csv says what is wrong with the file itself
+    if header is None:
+        return []
+    header = [h.strip() for h in header]
+    return _column_problems(p, header, target, features, task, target_required)
+
+
 def _read_rows(path: str | Path, key: str) -> tuple[Path, list[str], list[list[str]], list[int]]:
     """Header and data rows of a CSV, and the file line each data row starts on (blank lines
     skipped); ``key`` names the setting in messages."""
-    if not str(path):
-        raise DataError(f"{key} is empty: give a CSV file, e.g. {key}=prices.csv")
+    bad = _path_problem(path, key)
+    if bad:
+        raise DataError(bad)
     p = Path(str(path)).expanduser()
-    if not p.exists():
-        raise DataError(f"{key}: file not found: {p}")
-    if not p.is_file():
-        raise DataError(f"{key}: {p} is not a file")
     try:
         with p.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
@@ -313,11 +373,11 @@ def read_csv(
     Every problem stops with one :class:`DataError` line naming the file, column or row.
     """
     p, header, body, lines = _read_rows(path, "data.path")
+    found = _column_problems(p, header, target, list(features) if features else None, task)
+    if found:
+        raise DataError("; ".join(found))
     if not target and task in UNSUPERVISED:
         features = list(features) if features else header
-        missing = [f for f in features if f not in header]
-        if missing:
-            raise DataError(f"data.features: columns {missing} not in {p}; columns are {header}")
         try:
             X = _numbers(p, header, body, lines, features)
         except DataError as e:
@@ -326,16 +386,7 @@ def read_csv(
                 "with data.features=[a,b,...]"
             ) from None
         return Table(X, np.zeros(len(X)), features, "", "unlabelled")
-    if not target:
-        raise DataError(f"data.target is not set; choose one of the columns {header}")
-    if target not in header:
-        raise DataError(f"data.target: column {target!r} not in {p}; columns are {header}")
     features = list(features) if features else [h for h in header if h != target]
-    missing = [f for f in features if f not in header]
-    if missing:
-        raise DataError(f"data.features: columns {missing} not in {p}; columns are {header}")
-    if target in features:
-        raise DataError(f"data.features must not include the target column {target!r}")
     if not features:
         raise DataError(f"{p}: no feature columns besides the target {target!r}")
     values = _numbers(p, header, body, lines, [*features, target])
