@@ -813,6 +813,42 @@ def test_metrics_are_those_of_the_best_weights(tmp_path):
     assert last.evaluate(*dm.split("val"))["loss"] != pytest.approx(metrics["val/loss"], rel=1e-3)
 
 
+def test_hparams_columns_are_every_setting_made_and_the_final_metrics(tmp_path):
+    """The HParams session (tb/hparams): a column for every setting of the network, the
+    optimizer, gradient descent and the schedule, the data's preprocessing, and each setting
+    the command line or a preset makes; the metric columns are final/<split>/<metric> alone."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    run_dir = tmp_path / "run"
+    args = [
+        "trainer.max_epochs=2",
+        "experiment=cancer",  # a preset: sets data, model.hidden, optimizer.lr, ...
+        "optimizer=momentum",
+        "optimizer.nesterov=true",
+        "gd.lr_scaling=true",
+        "data.preprocessing=normalize",
+        "callbacks.early_stopping.patience=3",
+        "progress=false",
+        f"hydra.run.dir={run_dir}",
+    ]
+    assert run_main(handprop.trainer.train.main, args) == 0
+    events = EventAccumulator(str(run_dir / "tb" / "hparams"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hp = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    value = {k: getattr(v, v.WhichOneof("kind")) for k, v in hp.items()}
+    assert value["optimizer.momentum"] == 0.9 and value["optimizer.nesterov"] == "true"
+    assert value["gd.lr_scaling"] == "true" and value["data.preprocessing"] == "normalize"
+    assert value["callbacks.early_stopping.patience"] == 3
+    assert value["model.hidden"] == "[16]" and value["data"] == "breast_cancer"  # the preset's
+    assert value["optimizer"] == "SGD+momentum" and value["task"] == "binary"
+    assert not any(k.startswith(("progress", "hydra", "logger")) for k in value)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    finals = {f"final/{k}" for k in metrics if "/" in k}
+    assert set(events.Tags()["scalars"]) == finals
+
+
 @pytest.mark.parametrize(("every", "saves"), [(3600, 1), (0, 5)], ids=["interval", "every-epoch"])
 def test_checkpoints_on_the_interval_and_at_the_end(tmp_path, monkeypatch, every, saves):
     """best.ckpt and last.ckpt: once every_seconds have passed (checked at epoch ends), and
@@ -960,6 +996,8 @@ def test_tensorboard_hparams_show_every_task_metrics(task_runs, tmp_path):
             for split in ("train", "val", "test"):
                 for m in ("loss", *metric_names):
                     assert f"final/{split}/{m}" in names, (task, split, m)
+        # The metric columns are the runs' results, nothing per update, epoch or monitor.
+        assert all(n.startswith(("final/train/", "final/val/", "final/test/")) for n in names)
         hp_names = {h["name"] for h in exp["hparamInfos"]}
         assert {"task", "lr", "batch_size", "train_rows", "optimizer"} <= hp_names
         cols = [{"metric": {"tag": "final/test/loss"}, "order": "ORDER_ASC"}]
@@ -984,7 +1022,8 @@ def test_tensorboard_hparams_show_every_task_metrics(task_runs, tmp_path):
         # the scalars plugin serves the same final values
         key = next(iter(TASK_METRICS["multiclass"]))
         with urllib.request.urlopen(
-            f"{url}/data/plugin/scalars/scalars?run=multiclass&tag=final/test/{key}", timeout=30
+            f"{url}/data/plugin/scalars/scalars?run=multiclass/hparams&tag=final/test/{key}",
+            timeout=30,
         ) as r:
             series = json.loads(r.read())
         want = task_runs["multiclass"][2][f"test/{key}"]
