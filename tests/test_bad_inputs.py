@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from handprop.trainer import evaluate, predict, train
-from handprop.trainer.build import check
 from handprop.trainer.cli import CONF_DIR, GROUPS, options
+from handprop.trainer.config import check
 
 # --------------------------------------------------------------------------------------------
 # CSV fixtures, by name: rows of cells (the first row is the header); None = special content
@@ -87,6 +87,50 @@ CATALOGUE = [
     ("unknown-task", TRAIN, ["task=clustering"], ["task=clustering", "regression"]),
     ("unknown-scheduler", TRAIN, ["scheduler=linear"], ["scheduler=linear", "cosine"]),
     ("unknown-sweep-value", TRAIN, ["-m", "optimizer=sgd,foo"], ["optimizer=foo"]),
+    # several problems at once: every one named in the one line
+    (
+        "csv-neither-task-nor-path",
+        TRAIN,
+        ["data=csv"],
+        ["task=auto needs a known data set", "data=csv needs data.path and data.target"],
+    ),
+    (
+        "csv-wrong-path-and-no-target",
+        TRAIN,
+        ["data=csv", "task=regression", "data.path={tmp}/nope.csv"],
+        ["data=csv needs data.target", "file not found", "nope.csv"],
+    ),
+    (
+        "csv-wrong-target-and-feature",
+        TRAIN,
+        [*CSV[:2], "data.target=price", "data.features=[a,zz]", "data.path={csv:good}"],
+        ["data.target: column 'price'", "data.features: columns ['zz']"],
+    ),
+    ("two-bad-values", TRAIN, ["optimizer.lr=-1", "gd.batch_size=0"], ["lr=-1", "batch_size=0"]),
+    (
+        "bad-value-and-wrong-path",
+        TRAIN,
+        ["optimizer.lr=-1", *CSV, "data.path={tmp}/nope.csv"],
+        ["optimizer.lr=-1 is invalid", "file not found"],
+    ),
+    (
+        "two-misspelt-keys",
+        TRAIN,
+        ["trainer.max_epoch=3", "optimizer.lrr=0.1"],
+        ["did you mean trainer.max_epochs?", "did you mean optimizer.lr?"],
+    ),
+    (
+        "misspelt-key-and-bad-value",
+        TRAIN,
+        ["trainer.max_epoch=3", "optimizer.lr=-1"],
+        ["did you mean trainer.max_epochs?", "optimizer.lr=-1 is invalid"],
+    ),
+    (
+        "unknown-option-and-bad-value",
+        TRAIN,
+        ["optimizer=foo", "optimizer.momentum=0.5", "gd=huge", "trainer.max_epochs=0"],
+        ["optimizer=foo is not an option", "gd=huge is not an option", "max_epochs=0"],
+    ),
     # wrong types and out-of-range numbers
     ("lr-negative", TRAIN, ["optimizer.lr=-1"], ["optimizer.lr", "> 0"]),
     ("lr-zero", TRAIN, ["optimizer.lr=0"], ["optimizer.lr", "> 0"]),
@@ -312,23 +356,28 @@ CATALOGUE = [
         "csv-non-numeric",
         TRAIN,
         [*CSV, "data.path={csv:non_numeric}"],
-        ["row 6", "'b'", "'seven'", "not a number"],
+        ["line 6 (data row 5)", "'b'", "'seven'", "not a number"],
     ),
-    ("csv-nan", TRAIN, [*CSV, "data.path={csv:nan_cell}"], ["row 11", "'a'", "NaN"]),
-    ("csv-inf", TRAIN, [*CSV, "data.path={csv:inf_cell}"], ["row 4", "'b'", "finite"]),
+    ("csv-nan", TRAIN, [*CSV, "data.path={csv:nan_cell}"], ["line 11 (data row 10)", "'a'", "NaN"]),
+    (
+        "csv-inf",
+        TRAIN,
+        [*CSV, "data.path={csv:inf_cell}"],
+        ["line 4 (data row 3)", "'b'", "finite"],
+    ),
     (
         "csv-empty-cell",
         TRAIN,
         [*CSV, "data.path={csv:empty_cell}"],
-        ["row 5", "'a'", "not a number"],
+        ["line 5 (data row 4)", "'a'", "not a number"],
     ),
-    ("csv-ragged-row", TRAIN, [*CSV, "data.path={csv:ragged}"], ["row 7", "cells"]),
+    ("csv-ragged-row", TRAIN, [*CSV, "data.path={csv:ragged}"], ["line 7 (data row 6)", "cells"]),
     ("csv-single-class", TRAIN, [*CSV, "data.path={csv:single_class}"], ["single class", "'y'"]),
     (
         "csv-float-labels",
         TRAIN,
         ["data=csv", "task=multiclass", "data.target=y", "data.path={csv:float_labels}"],
-        ["integer class labels", "row 3"],
+        ["integer class labels", "line 3 (data row 2)"],
     ),
     (
         "csv-three-classes-binary",

@@ -323,6 +323,7 @@ WRITERS = {
     "last_ckpt": ("*/checkpoints/last.ckpt.tmp", [], "checkpoints/last.ckpt"),
     "tensorboard_events": ("*/tb/events.out.tfevents.*", [], "."),
     "tensorboard_hparams": ("*/tb/hparams.yaml", [], "."),
+    "tensorboard_hparams_session": ("*/tb/hparams/events.out.tfevents.*", [], "."),
     "csv_log": ("*/csv/metrics.csv", ["logger=csv"], "."),
     "metrics_json": ("*/metrics.json.tmp", [], "metrics.json"),
 }

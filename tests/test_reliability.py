@@ -45,6 +45,7 @@ def test_divergence_stops_at_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
         "scheduler.fn.gamma=2",
         "data.preprocessing=none",
         "trainer.max_epochs=60",
+        "callbacks.checkpoint.every_seconds=0",  # a checkpoint at every epoch's end
         f"hydra.run.dir={run}",
     )
     assert r.returncode == 2, r.stderr

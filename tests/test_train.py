@@ -14,6 +14,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -561,11 +562,15 @@ def _csv_cases(d: Path) -> dict[str, tuple[list[str], list[str]]]:
         ),
         "non_numeric": (
             csv_args(csv_file("nonnum.csv", nonnum)),
-            ["nonnum.csv", "row 5", "'x2'", "'abc'", "not a number"],
+            ["nonnum.csv", "line 5 (data row 4)", "'x2'", "'abc'", "not a number"],
         ),
         "nan_cell": (
             csv_args(csv_file("nan.csv", nan)),
-            ["nan.csv", "row 8", "'x1'", "NaN"],
+            ["nan.csv", "line 8 (data row 7)", "'x1'", "NaN"],
+        ),
+        "blank_and_multiline": (  # the file's line is not the data row + 1 here
+            csv_args(csv_file("blank.csv", text='x1,x2,y\n1,2,0\n\n"3\n",4,1\n5,zz,0\n')),
+            ["blank.csv", "line 6 (data row 3)", "'x2'", "'zz'", "not a number"],
         ),
         "empty_file": (csv_args(csv_file("empty.csv", text="")), ["empty.csv", "empty"]),
         "header_only": (
@@ -578,7 +583,14 @@ def _csv_cases(d: Path) -> dict[str, tuple[list[str], list[str]]]:
         ),
         "float_labels": (
             csv_args(csv_file("floats.csv", floats), task="multiclass"),
-            ["floats.csv", "'y'", "integer class labels", "task=multiclass", "row 4", "0.5"],
+            [
+                "floats.csv",
+                "'y'",
+                "integer class labels",
+                "task=multiclass",
+                "line 4 (data row 3)",
+                "0.5",
+            ],
         ),
         "task_does_not_fit": (
             ["data=digits", "task=regression"],
@@ -602,6 +614,7 @@ BAD_CASES = [
     "nan_cell",
     "empty_file",
     "header_only",
+    "blank_and_multiline",
     "too_few_rows",
     "float_labels",
     "task_does_not_fit",
@@ -855,12 +868,46 @@ def test_metrics_are_those_of_the_best_weights(tmp_path):
     assert last.evaluate(*dm.split("val"))["loss"] != pytest.approx(metrics["val/loss"], rel=1e-3)
 
 
-@pytest.mark.parametrize(("every", "saves"), [(3600, 2), (0, 5)], ids=["interval", "every-epoch"])
-def test_last_checkpoint_after_the_first_epoch_then_on_the_interval(
-    tmp_path, monkeypatch, every, saves
-):
-    """last.ckpt: at the end of the first epoch, then once every_seconds have passed (checked at
-    epoch ends), and when training ends."""
+def test_hparams_columns_are_every_setting_made_and_the_final_metrics(tmp_path):
+    """The HParams session (tb/hparams): a column for every setting of the network, the
+    optimizer, gradient descent and the schedule, the data's preprocessing, and each setting
+    the command line or a preset makes; the metric columns are final/<split>/<metric> alone."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    run_dir = tmp_path / "run"
+    args = [
+        "trainer.max_epochs=2",
+        "experiment=cancer",  # a preset: sets data, model.hidden, optimizer.lr, ...
+        "optimizer=momentum",
+        "optimizer.nesterov=true",
+        "gd.lr_scaling=true",
+        "data.preprocessing=normalize",
+        "callbacks.early_stopping.patience=3",
+        "progress=false",
+        f"hydra.run.dir={run_dir}",
+    ]
+    assert run_main(handprop.trainer.train.main, args) == 0
+    events = EventAccumulator(str(run_dir / "tb" / "hparams"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hp = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    value = {k: getattr(v, v.WhichOneof("kind")) for k, v in hp.items()}
+    assert value["optimizer.momentum"] == 0.9 and value["optimizer.nesterov"] == "true"
+    assert value["gd.lr_scaling"] == "true" and value["data.preprocessing"] == "normalize"
+    assert value["callbacks.early_stopping.patience"] == 3
+    assert value["model.hidden"] == "[16]" and value["data"] == "breast_cancer"  # the preset's
+    assert value["optimizer"] == "SGD+momentum" and value["task"] == "binary"
+    assert not any(k.startswith(("progress", "hydra", "logger")) for k in value)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    finals = {f"final/{k}" for k in metrics if "/" in k}
+    assert set(events.Tags()["scalars"]) == finals
+
+
+@pytest.mark.parametrize(("every", "saves"), [(3600, 1), (0, 5)], ids=["interval", "every-epoch"])
+def test_checkpoints_on_the_interval_and_at_the_end(tmp_path, monkeypatch, every, saves):
+    """best.ckpt and last.ckpt: once every_seconds have passed (checked at epoch ends), and
+    when training ends; nothing at an epoch's end before the interval has passed."""
     from handprop.trainer.checkpoints import Checkpoints
 
     calls = []
@@ -876,6 +923,48 @@ def test_last_checkpoint_after_the_first_epoch_then_on_the_interval(
     )
     assert len(calls) == saves, calls
     assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_checkpoint_writes_are_bounded_by_the_interval(tmp_path, monkeypatch):
+    """A 100-epoch run whose validation loss improves in most epochs writes each of best.ckpt
+    and last.ckpt at most 1 + (its training seconds) / every_seconds times: improving weights
+    are kept in memory, not written."""
+    from handprop.trainer.checkpoints import AtomicCheckpointIO, Checkpoints
+
+    writes: list[str] = []
+    write = AtomicCheckpointIO.save_checkpoint
+    monkeypatch.setattr(
+        AtomicCheckpointIO,
+        "save_checkpoint",
+        lambda self, c, path, *a, **k: (
+            writes.append(Path(path).name) or write(self, c, path, *a, **k)
+        ),
+    )
+    improved = []
+    epoch_end = Checkpoints.on_train_epoch_end
+
+    def counted(self, trainer, module):  # noqa: ANN001, ANN202
+        before = self.best_score
+        epoch_end(self, trainer, module)
+        improved.append(self.best_score < before)
+
+    monkeypatch.setattr(Checkpoints, "on_train_epoch_end", counted)
+    every = 1.0
+    t = time.perf_counter()
+    _, metrics, _ = run_train(
+        tmp_path / "run",
+        *FAST,
+        "trainer.max_epochs=100",
+        "callbacks.early_stopping.enabled=false",
+        "optimizer.lr=0.001",
+        f"callbacks.checkpoint.every_seconds={every}",
+    )
+    seconds = time.perf_counter() - t  # the whole call: an upper bound of the training time
+    assert metrics["epochs"] == 100
+    assert sum(improved) >= 50, sum(improved)  # the case the policy is for
+    bound = 1 + seconds / every
+    for name in ("best.ckpt", "last.ckpt"):
+        assert 1 <= writes.count(name) <= bound, (name, writes.count(name), bound)
 
 
 def test_callbacks_none_writes_no_checkpoint(tmp_path):
@@ -962,6 +1051,8 @@ def test_tensorboard_hparams_show_every_task_metrics(task_runs, tmp_path):
             for split in ("train", "val", "test"):
                 for m in ("loss", *metric_names):
                     assert f"final/{split}/{m}" in names, (task, split, m)
+        # The metric columns are the runs' results, nothing per update, epoch or monitor.
+        assert all(n.startswith(("final/train/", "final/val/", "final/test/")) for n in names)
         hp_names = {h["name"] for h in exp["hparamInfos"]}
         assert {"task", "lr", "batch_size", "train_rows", "optimizer"} <= hp_names
         cols = [{"metric": {"tag": "final/test/loss"}, "order": "ORDER_ASC"}]
@@ -986,7 +1077,8 @@ def test_tensorboard_hparams_show_every_task_metrics(task_runs, tmp_path):
         # the scalars plugin serves the same final values
         key = next(iter(TASK_METRICS["multiclass"]))
         with urllib.request.urlopen(
-            f"{url}/data/plugin/scalars/scalars?run=multiclass&tag=final/test/{key}", timeout=30
+            f"{url}/data/plugin/scalars/scalars?run=multiclass/hparams&tag=final/test/{key}",
+            timeout=30,
         ) as r:
             series = json.loads(r.read())
         want = task_runs["multiclass"][2][f"test/{key}"]

@@ -29,9 +29,16 @@ from handprop.trainer.checkpoints import (
     module_class,
 )
 from handprop.trainer.cli import verbose_errors
-from handprop.trainer.config import _integer, allowed_metrics, check, resolve_task
+from handprop.trainer.config import (
+    MODEL_TASKS,
+    _integer,
+    allowed_metrics,
+    one_line,
+    problems,
+    resolve_task,
+)
 from handprop.trainer.data import TabularDataModule
-from handprop.trainer.datasets import UNSUPERVISED, Table, load_table
+from handprop.trainer.datasets import UNSUPERVISED, Table, csv_problems, load_table
 from handprop.trainer.errors import ConfigError
 from handprop.trainer.model import WRITTEN_OUT, HandpropModule
 from handprop.trainer.pictures import PICTURED, Pictures
@@ -49,21 +56,42 @@ from handprop.trainer.startup import fast_tensorboard_checksums, quiet_lightning
 SHARED_WEIGHTS = ("cnn", "rnn")
 
 
-def load_data(cfg: DictConfig, task: str) -> Table:
-    """The data set of ``cfg.data`` as a table (``task`` says how to read a CSV)."""
-    d = cfg.data
+def data_problems(cfg: DictConfig, task: str | None) -> list[str]:
+    """Every problem of the data settings that shows before the rows are read: a CSV's
+    missing ``data.path`` or ``data.target``, a path that is no file, a target or features
+    its header lacks (``task`` None: not known, because the task setting is wrong itself)."""
+    d, found = cfg.data, []
+    unsupervised = task in UNSUPERVISED or (task is None and cfg.model.name in MODEL_TASKS)
     if d.name == "csv":
-        needed = ("path",) if task in UNSUPERVISED else ("path", "target")
+        needed = ("path",) if unsupervised else ("path", "target")
         missing = [f"data.{k}" for k in needed if OmegaConf.is_missing(d, k)]
         if missing:
-            raise ConfigError(
+            found.append(
                 f"data=csv needs {' and '.join(missing)} (e.g. data.path=my.csv data.target=price)"
             )
+        if not OmegaConf.is_missing(d, "path"):
+            target = None if OmegaConf.is_missing(d, "target") else d.get("target")
+            found += csv_problems(
+                d.get("path") or "",
+                target,
+                list(d.features) if d.get("features") else None,
+                MODEL_TASKS.get(cfg.model.name) if unsupervised else task,
+                target_required="data.target" not in missing,
+            )
     if task == "generation" and not d.val_fraction:
-        raise ConfigError(
+        found.append(
             "data.val_fraction=0 is invalid for model=gan: the best generator is the one whose "
             "samples are closest (energy distance) to the validation rows; use e.g. 0.15"
         )
+    return found
+
+
+def load_data(cfg: DictConfig, task: str) -> Table:
+    """The data set of ``cfg.data`` as a table (``task`` says how to read a CSV)."""
+    d = cfg.data
+    found = data_problems(cfg, task)
+    if found:
+        raise ConfigError(one_line(found))
     table = load_table(
         d.name,
         n_samples=d.get("n_samples"),
@@ -351,25 +379,33 @@ class Run(NamedTuple):
 def plan_run(cfg: DictConfig) -> tuple[Table, Plan]:
     """Check ``cfg``, load its data and plan the run: everything decided before a piece is
     built. The process-wide start-up settings are applied here, once."""
-    check(cfg)
+    # Every problem a setting has, in one line: the values, the task, the data settings.
+    found = problems(cfg)
     quiet_lightning(verbose_errors(cfg))
-    task, cost = resolve_task(cfg)
+    task, cost = None, None
+    try:
+        task, cost = resolve_task(cfg)
+    except ConfigError as e:
+        found.append(str(e))
     target = cfg.get("optimized_metric")
-    if target and target not in allowed_metrics(task):
-        raise ConfigError(
+    if task and target and target not in allowed_metrics(task):
+        found.append(
             f"optimized_metric={target} is not a metric of task={task}; choose one of "
             f"{', '.join(allowed_metrics(task))}"
         )
     if task == "generation" and world_size(cfg) > 1:
-        raise ConfigError(
+        found.append(
             f"trainer.strategy={cfg.trainer.strategy} is not supported by model=gan: its two "
             "networks' alternating updates run in one process; use trainer=default"
         )
     if task == "generation" and cfg.monitors.enabled:
-        raise ConfigError(
+        found.append(
             "monitors=on is not supported by model=gan: its monitors follow one network's δ "
             "recursion; use monitors=off"
         )
+    found += data_problems(cfg, task)
+    if found:
+        raise ConfigError(one_line(found))
     table = load_data(cfg, task)
     return table, make_plan(cfg, len(table.y), task, cost)
 

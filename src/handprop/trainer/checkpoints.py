@@ -59,13 +59,17 @@ class Checkpoints(Checkpoint):
     """``best.ckpt`` and ``last.ckpt`` in ``dirpath``, for microseconds per epoch.
 
     * The best weights (lowest ``monitor``) are copied in memory when they improve, and
-      :meth:`restore_best` puts them back for the final evaluation.
-    * ``last.ckpt`` is the whole training state (weights, optimizer, schedules, callbacks,
-      loops) to resume from. It is written at the end of the first epoch, then at the end of
-      an epoch once ``every_seconds`` have passed since the last write, and when training
-      ends; ``best.ckpt`` is written with it when the best weights changed. So a kill loses at
-      most ``every_seconds`` plus one epoch of training, and resuming is exact: the best
-      weights so far travel inside ``last.ckpt``.
+      :meth:`restore_best` puts them back for the final evaluation. No file is written then.
+    * Both files are written together by :meth:`save`: at the end of an epoch once
+      ``every_seconds`` have passed since training started or since the last write, when
+      training ends, and on a stop asked for by a signal (SIGTERM, Ctrl-C). ``last.ckpt`` is
+      the whole training state (weights, optimizer, schedules, callbacks, loops) to resume
+      from; ``best.ckpt`` holds the best weights so far (rewritten only when they changed since
+      the last write). A run of ``T`` seconds so writes each file at most ``1 + T /
+      every_seconds`` times, and a kill (SIGKILL, a crash, a power cut) loses at most
+      ``every_seconds`` plus one epoch of training. Resuming is exact: the best weights so far
+      travel inside ``last.ckpt``, so after a resume ``best.ckpt`` and the final report still
+      hold the best weights seen before the kill (as of the last write).
 
     A subclass of Lightning's ``Checkpoint``, so it runs after the module's epoch-end hook
     (which computes ``monitor``). Lightning's ``ModelCheckpoint`` writes on every improvement,
@@ -100,9 +104,7 @@ class Checkpoints(Checkpoint):
             self.best_step = pl_module.updates
             self.best_weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
             self._best_unsaved = True
-        due = (
-            trainer.current_epoch == 0 or time.monotonic() - self._last_write >= self.every_seconds
-        )
+        due = time.monotonic() - self._last_write >= self.every_seconds
         if trainer.world_size > 1:  # every rank must take part in a save: rank 0's clock decides
             due = trainer.strategy.broadcast(due, src=0)
         if due:
@@ -113,7 +115,10 @@ class Checkpoints(Checkpoint):
             self.save(trainer, pl_module)
 
     def save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Write ``last.ckpt``, and ``best.ckpt`` if the best weights changed since."""
+        """Write both files now: ``best.ckpt`` (when the best weights changed since the last
+        write; the file on disk holds them otherwise) and ``last.ckpt``, the state to resume
+        from. Call it between updates (an epoch's end, a chunk's end, a stop on a signal), where
+        the training state is whole; every DDP rank must call it."""
         if self._best_unsaved and self.best_weights is not None:
             best = {
                 "state_dict": self.best_weights,

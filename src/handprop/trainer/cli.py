@@ -47,9 +47,10 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def check_group_overrides(argv: Iterable[str]) -> None:
-    """Reject ``group=unknown`` on the command line before Hydra composes anything, so the
-    user gets one line with the allowed options instead of a composition error."""
+def group_problems(argv: Iterable[str]) -> list[str]:
+    """Every ``group=unknown`` on the command line, one phrase each with the allowed options,
+    found before Hydra composes anything (whose composition error would name the first)."""
+    found = []
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -59,9 +60,16 @@ def check_group_overrides(argv: Iterable[str]) -> None:
         allowed = options(key)
         for v in value.split(","):
             if v not in allowed and not (key == "hparams_search" and v == "null"):
-                raise ConfigError(
-                    f"{key}={v} is not an option; choose one of: {', '.join(allowed)}"
-                )
+                found.append(f"{key}={v} is not an option; choose one of: {', '.join(allowed)}")
+    return found
+
+
+def check_group_overrides(argv: Iterable[str]) -> None:
+    """Reject ``group=unknown`` on the command line before Hydra composes anything, so the
+    user gets one line with the allowed options instead of a composition error."""
+    found = group_problems(argv)
+    if found:
+        raise ConfigError("; ".join(found))
 
 
 #: The user's HYDRA_FULL_ERROR while a sweep runs with Hydra's own set (see run_cli); sweep
@@ -192,31 +200,75 @@ def unknown_key_message(key: str, config_name: str, cfg: Any, choices: dict[str,
     return f"{key} is not a setting of {command}; {hint}see {command} --help for the keys"
 
 
-def check_composes(config_name: str, argv: list[str]) -> None:
-    """Compose the config with the command line's overrides, so an unknown key or a malformed
-    override is one line here rather than Hydra's multi-line composition report."""
+def compose_problems(config_name: str, argv: list[str], check_values: bool = False) -> list[str]:
+    """Compose the config with the command line's overrides and name every override it
+    refuses, one phrase each (an unknown key with its likeliest fix, a malformed override),
+    rather than Hydra's multi-line report of the first. Where one is found, the values of
+    the config composed from the rest are checked too (:func:`value_problems`), so that one
+    line names everything to fix (``check_values``: check them anyway, another check having
+    found a problem)."""
     import re
 
     from hydra import compose, initialize_config_module
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    found: list[str] = []
+    rest = list(argv)
     with initialize_config_module(config_module="handprop.trainer.conf", version_base="1.3"):
-        try:
-            compose(config_name, overrides=list(argv))
-            return
-        except (HydraException, OmegaConfBaseException) as e:
-            text = str(e)
-        found = re.search(r"Key '([^']+)' is not in struct", text) or re.search(
-            r"Could not override '([^']+)'", text
-        )
-        if not found:
-            raise ConfigError(" ".join(text.split()))
-        # The config as the command line's group choices make it: where the key could be.
-        groups = [a for a in argv if a.lstrip("+~").partition("=")[0] in GROUPS]
-        base = compose(config_name, overrides=groups, return_hydra_config=True)
-        choices = dict(base.hydra.runtime.choices)
-    raise ConfigError(unknown_key_message(found.group(1), config_name, base, choices))
+        while True:
+            try:
+                cfg = compose(config_name, overrides=rest)
+                break
+            except (HydraException, OmegaConfBaseException) as e:
+                text = str(e)
+            bad = re.search(r"Key '([^']+)' is not in struct", text) or re.search(
+                r"Could not override '([^']+)'", text
+            )
+            if not bad:
+                return [*found, " ".join(text.split())]
+            key = bad.group(1)
+            # The config as the command line's group choices make it: where the key could be.
+            groups = [a for a in rest if a.lstrip("+~").partition("=")[0] in GROUPS]
+            base = compose(config_name, overrides=groups, return_hydra_config=True)
+            choices = dict(base.hydra.runtime.choices)
+            found.append(unknown_key_message(key, config_name, base, choices))
+            left = [a for a in rest if a.lstrip("+~").partition("=")[0] != key]
+            if len(left) == len(rest):  # not one of the overrides: nothing more to learn
+                return found
+            rest = left
+    # "see handprop-train --help for the keys" once, at the end of the last
+    tail = f"see handprop-{config_name} --help for the keys"
+    keys = [i for i, p in enumerate(found) if p.endswith(tail)]
+    for i in keys[:-1]:
+        found[i] = found[i].removesuffix(tail).rstrip("; ")
+    if found or check_values:
+        found += value_problems(config_name, cfg)
+    return found
+
+
+def value_problems(config_name: str, cfg: Any) -> list[str]:
+    """The bad values of a composed ``handprop-train`` config (:mod:`handprop.trainer.config`'s
+    checks and the task), for a line that already names a bad override. (They load torch: only
+    on that error's path; a run checks them itself.)"""
+    if config_name != "train":
+        return []
+    from handprop.trainer.config import problems, resolve_task
+
+    found = problems(cfg)
+    try:
+        resolve_task(cfg)
+    except ConfigError as e:
+        found.append(str(e))
+    return found
+
+
+def check_composes(config_name: str, argv: list[str]) -> None:
+    """Raise one :class:`ConfigError` line naming every override that does not compose
+    (:func:`compose_problems`)."""
+    found = compose_problems(config_name, argv)
+    if found:
+        raise ConfigError("; ".join(found))
 
 
 def render_help(config_name: str, overrides: list[str]) -> str:
@@ -258,10 +310,16 @@ def run_cli(hydra_main: Callable[[], Any], config_name: str) -> None:
             sys.stdout = None  # no second error while Python closes stdout
         return
     try:
-        check_group_overrides(argv)
         check_split_values(argv)
+        found = group_problems(argv)
         if not any(a.startswith("-") for a in argv):  # a plain run (not help, cfg, sweep)
-            check_composes(config_name, argv)
+            # The rest composed without the refused group options: every problem in one line.
+            # (and without the settings under those groups, which the default option may lack)
+            bad = {p.partition("=")[0] for p in found}
+            rest = [a for a in argv if a.lstrip("+~").partition("=")[0].split(".")[0] not in bad]
+            found += compose_problems(config_name, rest, check_values=bool(found))
+        if found:
+            raise ConfigError("; ".join(found))
     except ConfigError as e:
         report(e)
         raise SystemExit(2) from None

@@ -145,19 +145,34 @@ OPTIONAL = {
 _ABSENT = object()
 
 
-def check(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` (one line, naming the key) for a value training can't use."""
+def problems(cfg: DictConfig) -> list[str]:
+    """Every value of ``cfg`` that training can't use, one phrase each, naming the key."""
+    found = []
     for key, (ok, allowed) in CHECKS.items():
         value = OmegaConf.select(cfg, key, default=_ABSENT)
         if value is _ABSENT or (value is None and key in OPTIONAL):
             continue  # not a setting of this config (momentum with Adam), or an optional null
         if not ok(value):
-            raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
-    if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
-        raise ConfigError(
-            f"data.test_fraction={cfg.data.test_fraction!r} is invalid: val_fraction + "
-            f"test_fraction must be below 1 (val_fraction={cfg.data.val_fraction})"
+            found.append(f"{key}={value!r} is invalid: {allowed}")
+    val, test = cfg.data.val_fraction, cfg.data.test_fraction
+    if FRACTION[0](val) and FRACTION[0](test) and val + test >= 1:
+        found.append(
+            f"data.test_fraction={test!r} is invalid: val_fraction + test_fraction must be "
+            f"below 1 (val_fraction={val})"
         )
+    return found
+
+
+def one_line(found: list[str]) -> str:
+    """Several problems as one line: each named, ``; `` between them."""
+    return "; ".join(found)
+
+
+def check(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError`, one line naming every bad key (:func:`problems`)."""
+    found = problems(cfg)
+    if found:
+        raise ConfigError(one_line(found))
 
 
 #: The networks that train one task only, whatever the data: ``task=auto`` picks it.

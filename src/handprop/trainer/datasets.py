@@ -228,21 +228,94 @@ def _sklearn(name: str) -> Table:
 # --------------------------------------------------------------------------------------------
 # The user's own CSV
 # --------------------------------------------------------------------------------------------
-def _read_rows(path: str | Path, key: str) -> tuple[Path, list[str], list[list[str]]]:
-    """Header and data rows of a CSV; ``key`` names the setting in messages."""
+def where(lines: list[int], i: int) -> str:
+    """Data row ``i`` (0-based) of a CSV, as a person finds it: ``line 6 (data row 5)``, the
+    file's own line number (1-based, header and blank lines counted, where the row starts) and
+    its place among the data rows (1-based)."""
+    return f"line {lines[i]} (data row {i + 1})"
+
+
+def _path_problem(path: str | Path, key: str) -> str | None:
+    """What is wrong with the file setting ``key`` (empty, no such file, a folder), or None."""
     if not str(path):
-        raise DataError(f"{key} is empty: give a CSV file, e.g. {key}=prices.csv")
+        return f"{key} is empty: give a CSV file, e.g. {key}=prices.csv"
     p = Path(str(path)).expanduser()
     if not p.exists():
-        raise DataError(f"{key}: file not found: {p}")
+        return f"{key}: file not found: {p}"
     if not p.is_file():
-        raise DataError(f"{key}: {p} is not a file")
+        return f"{key}: {p} is not a file"
+    return None
+
+
+def _column_problems(
+    p: Path,
+    header: list[str],
+    target: str | None,
+    features: list[str] | None,
+    task: str | None,
+    target_required: bool = True,
+) -> list[str]:
+    """What is wrong with ``data.target`` and ``data.features`` given the file's ``header``."""
+    found = []
+    if features:
+        missing = [f for f in features if f not in header]
+        if missing:
+            found.append(f"data.features: columns {missing} not in {p}; columns are {header}")
+    if not target and task in UNSUPERVISED:
+        return found
+    if not target:
+        if target_required:
+            found.append(f"data.target is not set; choose one of the columns {header}")
+    elif target not in header:
+        found.append(f"data.target: column {target!r} not in {p}; columns are {header}")
+    elif features and target in features:
+        found.append(f"data.features must not include the target column {target!r}")
+    return found
+
+
+def csv_problems(
+    path: str | Path,
+    target: str | None,
+    features: list[str] | None,
+    task: str | None,
+    target_required: bool = True,
+) -> list[str]:
+    """The problems of a CSV's settings (``data.path``, ``data.target``, ``data.features``)
+    that its header shows, all of them, without reading its rows (:func:`read_csv` reads and
+    checks those). ``task`` None: not known yet (a target is then expected)."""
+    bad = _path_problem(path, "data.path")
+    if bad:
+        return [bad]
+    p = Path(str(path)).expanduser()
     try:
         with p.open(newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
+            header = next((r for r in csv.reader(fh) if any(c.strip() for c in r)), None)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []  # read_csv says what is wrong with the file itself
+    if header is None:
+        return []
+    header = [h.strip() for h in header]
+    return _column_problems(p, header, target, features, task, target_required)
+
+
+def _read_rows(path: str | Path, key: str) -> tuple[Path, list[str], list[list[str]], list[int]]:
+    """Header and data rows of a CSV, and the file line each data row starts on (blank lines
+    skipped); ``key`` names the setting in messages."""
+    bad = _path_problem(path, key)
+    if bad:
+        raise DataError(bad)
+    p = Path(str(path)).expanduser()
+    try:
+        with p.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            rows, lines, end = [], [], 0
+            for r in reader:  # (a quoted cell may span lines: a row starts after the last one)
+                if any(c.strip() for c in r):
+                    rows.append(r)
+                    lines.append(end + 1)
+                end = reader.line_num
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{key}: cannot read {p}: {e}") from None
-    rows = [r for r in rows if any(c.strip() for c in r)]
     if not rows:
         raise DataError(f"{key}: {p} is empty; it needs a header row and data rows")
     header = [h.strip() for h in rows[0]]
@@ -253,29 +326,33 @@ def _read_rows(path: str | Path, key: str) -> tuple[Path, list[str], list[list[s
         raise DataError(f"{p}: duplicate column names {dupes}; each column needs a unique name")
     if len(rows) < 2:
         raise DataError(f"{p}: has a header but no data rows")
-    return p, header, rows[1:]
+    return p, header, rows[1:], lines[1:]
 
 
-def _numbers(p: Path, header: list[str], body: list[list[str]], columns: list[str]) -> np.ndarray:
-    """The named columns as a float64 matrix; the first bad cell stops with its row and column."""
+def _numbers(
+    p: Path, header: list[str], body: list[list[str]], lines: list[int], columns: list[str]
+) -> np.ndarray:
+    """The named columns as a float64 matrix; the first bad cell stops with its line, data row
+    and column (see :func:`where`)."""
     cols = [header.index(c) for c in columns]
     values = np.empty((len(body), len(cols)), dtype=np.float64)
     for i, row in enumerate(body):
-        line = i + 2  # 1-based line number in the file, after the header
         if len(row) != len(header):
-            raise DataError(f"{p}: row {line} has {len(row)} cells, the header has {len(header)}")
+            raise DataError(
+                f"{p}: {where(lines, i)} has {len(row)} cells, the header has {len(header)}"
+            )
         for j, c in enumerate(cols):
             cell = row[c].strip()
             try:
                 v = float(cell)
             except ValueError:
                 raise DataError(
-                    f"{p}: row {line}, column {header[c]!r}: {cell!r} is not a number"
+                    f"{p}: {where(lines, i)}, column {header[c]!r}: {cell!r} is not a number"
                 ) from None
             if not math.isfinite(v):
                 raise DataError(
-                    f"{p}: row {line}, column {header[c]!r}: {cell!r} is not a finite number "
-                    "(NaN/inf); fill or drop the row"
+                    f"{p}: {where(lines, i)}, column {header[c]!r}: {cell!r} is not a finite "
+                    "number (NaN/inf); fill or drop the row"
                 )
             values[i, j] = v
     return values
@@ -295,40 +372,31 @@ def read_csv(
 
     Every problem stops with one :class:`DataError` line naming the file, column or row.
     """
-    p, header, body = _read_rows(path, "data.path")
+    p, header, body, lines = _read_rows(path, "data.path")
+    found = _column_problems(p, header, target, list(features) if features else None, task)
+    if found:
+        raise DataError("; ".join(found))
     if not target and task in UNSUPERVISED:
         features = list(features) if features else header
-        missing = [f for f in features if f not in header]
-        if missing:
-            raise DataError(f"data.features: columns {missing} not in {p}; columns are {header}")
         try:
-            X = _numbers(p, header, body, features)
+            X = _numbers(p, header, body, lines, features)
         except DataError as e:
             raise DataError(
                 f"{e}; task={task} reads every column as a number: choose the numeric ones "
                 "with data.features=[a,b,...]"
             ) from None
         return Table(X, np.zeros(len(X)), features, "", "unlabelled")
-    if not target:
-        raise DataError(f"data.target is not set; choose one of the columns {header}")
-    if target not in header:
-        raise DataError(f"data.target: column {target!r} not in {p}; columns are {header}")
     features = list(features) if features else [h for h in header if h != target]
-    missing = [f for f in features if f not in header]
-    if missing:
-        raise DataError(f"data.features: columns {missing} not in {p}; columns are {header}")
-    if target in features:
-        raise DataError(f"data.features must not include the target column {target!r}")
     if not features:
         raise DataError(f"{p}: no feature columns besides the target {target!r}")
-    values = _numbers(p, header, body, [*features, target])
+    values = _numbers(p, header, body, lines, [*features, target])
     X, y = values[:, :-1], values[:, -1]
     task = task or "regression"
     if task not in TASKS:
         raise DataError(f"task {task!r} is not one of {TASKS}")
     if task in ("regression", *UNSUPERVISED):
         return Table(X, y, features, target, task)
-    return _classify(X, y, features, target, task, str(p))
+    return _classify(X, y, features, target, task, str(p), lines)
 
 
 def read_features(
@@ -336,34 +404,40 @@ def read_features(
 ) -> tuple[np.ndarray, list[str], list[list[str]]]:
     """Rows to predict on: the model's feature columns as floats, plus the header and raw
     rows (so the output can repeat them). Other columns are carried along, not read."""
-    p, header, body = _read_rows(path, key)
+    p, header, body, lines = _read_rows(path, key)
     missing = [f for f in features if f not in header]
     if missing:
         raise DataError(
             f"{key}: {p} lacks the columns {missing} that the model was trained on "
             f"(it needs {features})"
         )
-    return _numbers(p, header, body, features), header, body
+    return _numbers(p, header, body, lines, features), header, body
 
 
 def _classify(
-    X: np.ndarray, y: np.ndarray, features: list[str], target: str, task: str, where: str
+    X: np.ndarray,
+    y: np.ndarray,
+    features: list[str],
+    target: str,
+    task: str,
+    path: str,
+    lines: list[int],
 ) -> Table:
     bad = np.flatnonzero(y != np.round(y))
     if bad.size:
         raise DataError(
-            f"{where}: target {target!r} must hold integer class labels for task={task}; "
-            f"row {bad[0] + 2} has {y[bad[0]]:g}"
+            f"{path}: target {target!r} must hold integer class labels for task={task}; "
+            f"{where(lines, int(bad[0]))} has {y[bad[0]]:g}"
         )
     labels = np.unique(y).astype(np.int64)
     if labels.size < 2:
         raise DataError(
-            f"{where}: target {target!r} has a single class ({labels[0]}); "
+            f"{path}: target {target!r} has a single class ({labels[0]}); "
             f"task={task} needs at least two"
         )
     if task == "binary" and labels.size != 2:
         raise DataError(
-            f"{where}: task=binary needs exactly two classes in {target!r}, found "
+            f"{path}: task=binary needs exactly two classes in {target!r}, found "
             f"{labels.size} ({labels[:10].tolist()}); use task=multiclass"
         )
     index = np.searchsorted(labels, y.astype(np.int64))

@@ -77,31 +77,46 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         return metrics  # under DDP only rank 0 writes logs, checkpoints and metrics.json
     final = {k: v for k, v in metrics.items() if "/" in k}
     module.log_scalars({k: v for k, v in final.items() if k.startswith("test/")})
-    log_hparams(trainer, hparams_summary(cfg, run.plan, dm.num_train), final, module.updates)
+    params = hparams_summary(cfg, run.plan, dm.num_train, keys_set_by_user())
+    log_hparams(trainer, params, final, module.updates)
     write_json_atomic(run_dir / "metrics.json", metrics)
     print_summary(cfg, run, rows, run_dir, checkpoints)
     return metrics
 
 
+#: The sub-run of ``tb/`` that holds the HParams session: TensorBoard makes a metric column of
+#: every scalar in a session's run and below it, so the per-update and per-epoch scalars (in
+#: ``tb/`` itself) stay out of the HParams view.
+HPARAMS_RUN = "hparams"
+
+
 def log_hparams(trainer, params: dict, final: dict[str, float], step: int) -> None:  # noqa: ANN001
     """The run's settings and final metrics in TensorBoard's HParams view.
 
-    Only the session summaries are written, no experiment summary: TensorBoard takes the
-    columns of a log directory from one run's experiment summary when there is one (so runs
-    of other tasks lose theirs), and otherwise from the scalars of every run. The final
-    metrics (``metrics.json``'s) are scalars ``final/<split>/<metric>``.
+    The session (its settings, ``params``) and the final metrics (``metrics.json``'s, as
+    scalars ``final/<split>/<metric>``) go into ``tb/hparams``, a run of their own: the
+    view's metric columns are then the final metrics alone, not ``train/loss``, ``val/*`` or
+    the monitors. Only the session summaries are written, no experiment summary: TensorBoard
+    takes the columns of a log directory from one run's experiment summary when there is one
+    (so runs of other tasks lose theirs), and otherwise from every session's settings and
+    scalars.
     """
+    from torch.utils.tensorboard import SummaryWriter
+
     for logger in trainer.loggers:
         if not isinstance(logger, TensorBoardLogger):
             continue
         logger.log_hyperparams(params)  # hparams.yaml
-        writer = logger.experiment
-        for k, v in final.items():
-            writer.add_scalar(f"final/{k}", v, step)
-        _, session_start, session_end = hparams(params, {})
-        for summary in (session_start, session_end):
-            writer.file_writer.add_summary(summary)
-        writer.flush()
+        writer = SummaryWriter(log_dir=str(Path(logger.log_dir) / HPARAMS_RUN))
+        try:
+            for k, v in final.items():
+                writer.add_scalar(f"final/{k}", v, step)
+            _, session_start, session_end = hparams(params, {})
+            for summary in (session_start, session_end):
+                writer.file_writer.add_summary(summary)
+            writer.flush()
+        finally:
+            writer.close()
 
 
 def print_summary(cfg, run, rows, run_dir: Path, checkpoints) -> None:  # noqa: ANN001
@@ -142,20 +157,90 @@ def describe(net) -> str:  # noqa: ANN001
     return type(net).__name__
 
 
-def hparams_summary(cfg: DictConfig, p: Plan, num_train: int) -> dict[str, Any]:
-    """The run's settings as flat scalars, for TensorBoard's HParams view."""
+#: Settings about how a run goes, not what it learns: never an HParams column.
+NOT_HPARAMS = (
+    "hydra",
+    "progress",
+    "verbose",
+    "overwrite",
+    "ckpt_path",
+    "logger",
+    "num_threads",
+    "steps_per_call",
+    "optimized_metric",
+    "callbacks.extra",
+)
+#: The groups each of whose settings is a column: what a network learns from and how.
+HPARAM_GROUPS = ("task", "model", "optimizer", "gd", "scheduler")
+#: Settings shown by a column of another name (:func:`hparams_summary`'s first columns).
+SHOWN_AS = {
+    "task.name": "task",
+    "trainer.max_epochs": "max_epochs",
+    "gd.mode": "gd",
+    "scheduler.name": "scheduler",
+    "optimizer.weight_decay": "weight_decay",
+}
+
+
+def keys_set_by_user() -> list[str]:
+    """The settings this run's command line sets (``key=value``, and every setting of a
+    ``group=option`` it chooses) and those its presets set (an option that sets keys of other
+    groups too, ``# @package _global_``: ``experiment=digits``, ``model=cnn``); none outside a
+    Hydra run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from handprop.trainer.cli import CONF_DIR, GROUPS, _leaves
+
+    if not HydraConfig.initialized():
+        return []
+    hc = HydraConfig.get()
+    keys: list[str] = []
+
+    def option_keys(group: str, option: str | None) -> list[str]:
+        path = CONF_DIR / group / f"{option}.yaml"
+        if option is None or not path.is_file():
+            return []
+        node = OmegaConf.to_container(OmegaConf.load(path))
+        node.pop("defaults", None)
+        if path.read_text().startswith("# @package _global_"):
+            return _leaves(node)
+        return [f"{group}.{k}" for k in _leaves(node)]
+
+    for override in hc.overrides.task:
+        key, _, value = override.lstrip("+~").partition("=")
+        keys += option_keys(key, value) if key in GROUPS else [key]
+    for group, option in hc.runtime.choices.items():
+        if group in GROUPS and (CONF_DIR / group / f"{option}.yaml").is_file():
+            path = CONF_DIR / group / f"{option}.yaml"
+            if path.read_text().startswith("# @package _global_"):
+                keys += option_keys(group, option)
+    return keys
+
+
+def _column(value: Any) -> int | float | str | bool:
+    """A setting as an HParams value: numbers, strings and booleans as they are, anything
+    else (a list, null) as its text."""
+    if isinstance(value, bool):  # (torch's hparams would write it as the number 1 or 0)
+        return str(value).lower()
+    if isinstance(value, int | float | str):
+        return value
+    return "null" if value is None else str(value).replace(" ", "")
+
+
+def hparams_summary(
+    cfg: DictConfig, p: Plan, num_train: int, user_keys: list[str] | None = None
+) -> dict[str, Any]:
+    """The run's settings as flat scalars, for TensorBoard's HParams view: a few derived
+    columns (``lr`` as scaled, ``batch_size`` over all processes, ``train_rows``), every
+    setting of :data:`HPARAM_GROUPS`, the data's split and preprocessing, and every further
+    setting in ``user_keys`` (:func:`keys_set_by_user`) but those of :data:`NOT_HPARAMS`."""
     opt = cfg.optimizer
-    model = {
-        f"model.{k}": v if isinstance(v, int | float | str | bool) else str(v)
-        for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
-    }
-    return {
+    out: dict[str, Any] = {
         "task": p.task,
         "data": cfg.data.name,
-        **model,
         "optimizer": str(opt._target_).rsplit(".", 1)[-1]
         + ("+momentum" if opt.get("momentum") else ""),
-        "lr": p.lr,
+        "lr": p.lr,  # optimizer.lr × the batch-size scaling (gd.lr_scaling)
         "weight_decay": float(opt.get("weight_decay") or 0.0),
         "scheduler": cfg.scheduler.name,
         "gd": cfg.gd.mode,
@@ -164,3 +249,20 @@ def hparams_summary(cfg: DictConfig, p: Plan, num_train: int) -> dict[str, Any]:
         "max_epochs": int(cfg.trainer.max_epochs),
         "seed": int(cfg.seed),
     }
+    from handprop.trainer.cli import _leaves
+
+    node = OmegaConf.to_container(cfg, resolve=True)
+    keys = [f"{g}.{k}" for g in HPARAM_GROUPS for k in _leaves(node.get(g) or {})]
+    keys += ["data.preprocessing", "data.val_fraction", "data.test_fraction"]
+    keys += user_keys or []
+    for key in keys:
+        if any(key == n or key.startswith(n + ".") for n in NOT_HPARAMS):
+            continue
+        if key in out or key in SHOWN_AS:
+            continue
+        value = OmegaConf.select(cfg, key, default=None)
+        if not isinstance(value, DictConfig):
+            out[key] = _column(
+                OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            )
+    return out
