@@ -18,9 +18,11 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
 from hydra.core.utils import (
     JobReturn,
@@ -188,10 +190,34 @@ def _job_in_worker(
     task_function: TaskFunction,
     singleton_state: dict[Any, Any],
 ) -> JobReturn | JobRefused:
-    from hydra_plugins.hydra_joblib_launcher._core import execute_job
-
     args = (idx, overrides, hydra_context, config, task_function, singleton_state)
-    return run_refusable(execute_job, str(config.hydra.sweep.dir), overrides, *args)
+    return run_refusable(_execute_job, str(config.hydra.sweep.dir), overrides, *args)
+
+
+def _execute_job(
+    idx: int,
+    overrides: Sequence[str],
+    hydra_context: HydraContext,
+    config: DictConfig,
+    task_function: TaskFunction,
+    singleton_state: dict[Any, Any],
+) -> JobReturn:
+    """One job in a joblib worker, as the joblib launcher 1.2 runs it, through Hydra's public
+    API (its own ``execute_job`` lives in a private module)."""
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+    with open_dict(sweep_config):
+        sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{idx}"
+        sweep_config.hydra.job.num = idx
+    HydraConfig.instance().set_config(sweep_config)
+    return run_job(
+        hydra_context=hydra_context,
+        config=sweep_config,
+        task_function=task_function,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
 
 
 def launch_in_parallel(
@@ -200,7 +226,6 @@ def launch_in_parallel(
     """Hydra's joblib launcher (``hydra_joblib_launcher._core.launch``, 1.2), except that a
     job whose directory or log the machine refuses fails alone, as in :class:`JobsInTurn`
     (there the OSError, raised in the worker, ended the whole ``Parallel`` call)."""
-    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
     from joblib import Parallel, delayed
 
     setup_globals()
@@ -209,7 +234,10 @@ def launch_in_parallel(
     sweep_dir.mkdir(parents=True, exist_ok=True)
     joblib_cfg = launcher.joblib
     joblib_cfg["backend"] = "loky"  # the threading backend is incompatible with Hydra
-    process_joblib_cfg(joblib_cfg)
+    for k in ("pre_dispatch", "batch_size", "max_nbytes"):  # as the joblib launcher reads them
+        with suppress(ValueError):
+            if joblib_cfg.get(k):
+                joblib_cfg[k] = int(joblib_cfg.get(k))
     print(f"Launching {len(job_overrides)} jobs, {joblib_cfg.get('n_jobs')} at once", flush=True)
     for idx, overrides in enumerate(job_overrides, initial_job_idx):
         print(f"  #{idx}: {' '.join(filter_overrides(overrides))}", flush=True)
@@ -263,28 +291,33 @@ def _slurm_states(job_ids: Sequence[str]) -> dict[str, dict[str, str]]:
     return states
 
 
-def _slurm_watcher() -> Any:
-    """submitit's SLURM job watcher, which asks ``sacct``; where that fails (a cluster without
-    accounting), it asks ``squeue`` instead of waiting forever for a state it never gets."""
-    from submitit.slurm.slurm import SlurmInfoWatcher
+#: SLURM job states of a job still under way (``squeue``'s long names).
+ACTIVE_STATES = frozenset(
+    {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING",
+     "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED"}
+)  # fmt: skip
 
-    class Watcher(SlurmInfoWatcher):
-        def update(self) -> None:
-            command = self._make_command()
-            if command is None:
-                return
-            self._num_calls += 1
-            r = subprocess.run(command, capture_output=True)
-            if r.returncode == 0:
-                self._info_dict.update(self.read_info(r.stdout))
-            else:
-                self._info_dict.update(_slurm_states(list(self._registered - self._finished)))
-            self._last_status_check = time.time()
-            for job_id in self._registered - self._finished:
-                if self.is_done(job_id, mode="cache"):
-                    self._finished.add(job_id)
 
-    return Watcher(delay_s=10)  # a job that ends without a result is seen within 10 s
+def _has_results(job: Any) -> bool:
+    """Whether every task of ``job`` (the DDP ranks of one job) left its result."""
+    return all(job.task(k).paths.result_pickle.exists() for k in range(job.num_tasks))
+
+
+def _wait_for(jobs: Sequence[Any]) -> dict[str, str]:
+    """Wait until every job has left its results or SLURM no longer runs it (``squeue``:
+    submitit's own wait asks ``sacct``, which a cluster without accounting does not answer,
+    and waits forever for a job that ended without a result). Returns the last state seen
+    of each job without results, by job id."""
+    while True:
+        pending = [j for j in jobs if not _has_results(j)]
+        if not pending:
+            return {}
+        states = _slurm_states([j.job_id for j in pending])
+        seen = {j.job_id: states.get(j.job_id, {}).get("State", "FINISHED") for j in pending}
+        if not any(s.split()[0] in ACTIVE_STATES for s in seen.values()):
+            time.sleep(1)  # a result written as the job ended
+            return {j.job_id: seen[j.job_id] for j in jobs if not _has_results(j)}
+        time.sleep(1)
 
 
 def launch_on_slurm(
@@ -323,26 +356,20 @@ def launch_on_slurm(
             (list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
         )
     jobs = executor.map_array(launcher, *zip(*job_params, strict=True))
-    watcher = _slurm_watcher()
-    for job in jobs:
-        for task in [job, *(job.task(k) for k in range(job.num_tasks))]:
-            task.watcher = watcher
     logs = Path(str(params["submitit_folder"]).replace("%j", "")).resolve()
     print(
         f"SLURM job array {jobs[0].job_id.split('_')[0]}: waiting for its {len(jobs)} jobs "
         f"(logs in {logs})",
         flush=True,
     )
-    while not all(job.done() for job in jobs):
-        time.sleep(1)
+    ended = _wait_for(jobs)
     runs: list[JobReturn | JobRefused] = []
     for job, (overrides, _, idx, *_rest) in zip(jobs, job_params, strict=True):
         what = f"#{idx} ({' '.join(filter_overrides(overrides)) or 'defaults'})"
         log = job.task(0).paths.stderr
         # Every task's result: the DDP ranks of one job are its tasks (rank 0's is returned).
-        done = all(job.task(k).paths.result_pickle.exists() for k in range(job.num_tasks))
         try:
-            ret = job.results()[0] if done else None
+            ret = job.results()[0] if job.job_id not in ended else None
         except submitit.core.utils.FailedJobError as e:
             last = [ln for ln in str(e).splitlines() if ln.strip()][-1:] or ["failed"]
             err = SlurmJobError(
@@ -352,7 +379,7 @@ def launch_on_slurm(
         else:
             err = SlurmJobError(
                 f"SLURM job {job.job_id}, sweep job {what}, ended without a result "
-                f"(state {job.state}); see {log}"
+                f"(state {ended.get(job.job_id, 'unknown')}); see {log}"
             )
         if ret is None:
             job_cfg = launcher.hydra_context.config_loader.load_sweep_config(config, overrides)
