@@ -374,7 +374,7 @@ def test_autoencoder_beats_pca_on_digits(tmp_path: Path, code_size: int) -> None
 @pytest.mark.quality
 def test_gan_covers_the_ring_on_seeds_0_and_1(tmp_path: Path) -> None:
     """experiment=gan_ring as shipped: all 8 modes and ≥ 80 % high-quality samples on seeds 0
-    and 1, which hold on every CPU measured (Intel with AVX-512: 83-86 %; AMD EPYC with AVX2:
+    and 1, which hold on both CPUs measured (one with AVX-512: 83-86 %; an AMD EPYC with AVX2 only:
     89 %, 85 %). Seed 42 and seed 2 do not on the AMD machine (7 modes, 62 %; 8 modes, 78 %):
     the preset sits on an edge there, which the README states (issue 20 is open on it)."""
 

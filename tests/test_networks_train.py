@@ -188,7 +188,7 @@ def test_same_seed_same_metrics(runs, name: str, tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------------------------
 # The quality bars (issue 13), each on the command as written, seed 42 (the default), except
-# the CNN's: seed 42 gives 0.9889 on the Intel machine with AVX-512 and with ATen's portable
+# the CNN's: seed 42 gives 0.9889 on a CPU with AVX-512 and with ATen's portable
 # kernels, 0.9815 with AVX2 (AMD EPYC), under its 0.985; seed 0 gives 0.996 on both, so the
 # test holds the bar on seed 0 and the README states seed 42's range. Seeds 0-4:
 # scripts/quality_networks.py (about a minute for the CNN).
