@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from pathlib import Path
 
 
@@ -34,9 +35,13 @@ WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
 def is_user_error(err: BaseException) -> bool:
+    if isinstance(err, UserError):
+        return True
+    if "omegaconf" not in sys.modules:  # (handprop-eval, -predict: never loaded, never raised)
+        return False
     from omegaconf.errors import MissingMandatoryValue
 
-    return isinstance(err, UserError | MissingMandatoryValue)
+    return isinstance(err, MissingMandatoryValue)
 
 
 def is_known(err: BaseException) -> bool:
