@@ -3,8 +3,11 @@
 #   make test    — the same plus the test tools and the optional extras, then run the test suite
 # torch is installed first if the venv has none. TORCH picks the build:
 #   TORCH=torch            (default) plain torch from your index: on PyPI the CUDA build, GBs
-#   TORCH=cpu              the CPU-only build from PyTorch's CPU index (download.pytorch.org)
-#   TORCH=torch==2.13.0    any pip requirement, e.g. a CPU build your own index offers
+#   TORCH=cpu              the CPU-only build from PyTorch's CPU index (TORCH_CPU_INDEX, by
+#                          default download.pytorch.org/whl/cpu; a mirror of it works too)
+#   TORCH=torch==2.13.0    any pip requirement, e.g. a CPU build your own index offers, or the
+#                          path of a torch wheel file downloaded elsewhere
+# Where the index cannot be reached, pip gives up after one retry and make says what to do.
 # Then the commands live in .venv/bin: `source .venv/bin/activate`, or the targets below.
 VENV   ?= .venv
 PYTHON ?= python3
@@ -16,9 +19,14 @@ BIN    := $(VENV)/bin
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 ifeq ($(TORCH),cpu)
-TORCH_PIP := torch --index-url $(TORCH_CPU_INDEX)
+TORCH_PIP := torch --index-url $(TORCH_CPU_INDEX) --retries 1 --timeout 30
+TORCH_HELP := could not install torch from $(TORCH_CPU_INDEX). Where it cannot be reached: \
+  TORCH_CPU_INDEX=<a mirror of it>, or TORCH=<path of a torch CPU wheel>, or TORCH=torch \
+  (PyPI's torch: on Linux x86-64 the CUDA build, several GB, which runs on a CPU too). See \
+  the README, Set-up.
 else
 TORCH_PIP := "$(TORCH)"
+TORCH_HELP := could not install torch ($(TORCH)); see the README, Set-up.
 endif
 
 .PHONY: install install-dev train test test-kernels tensorboard demo figures bench lint clean
@@ -26,7 +34,8 @@ endif
 # What training needs: torch, then handprop with the trainer's packages (the `train` extra).
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(TORCH_PIP)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(TORCH_PIP) \
+		|| { echo "make: $(TORCH_HELP)" >&2; exit 1; }
 	$(PY) -m pip install -e ".[train]"
 	touch $@
 

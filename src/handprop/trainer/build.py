@@ -38,22 +38,19 @@ from handprop.trainer.config import (
     resolve_task,
 )
 from handprop.trainer.data import TabularDataModule
-from handprop.trainer.datasets import UNSUPERVISED, Table, csv_problems, load_table
+from handprop.trainer.datasets import UNSUPERVISED, Table, csv_problems
 from handprop.trainer.errors import ConfigError
 from handprop.trainer.model import WRITTEN_OUT, HandpropModule
 from handprop.trainer.pictures import PICTURED, Pictures
 from handprop.trainer.plan import Plan, make_plan, world_size
 from handprop.trainer.progress import Progress
+from handprop.trainer.splits import pooled_scaling
 from handprop.trainer.startup import fast_tensorboard_checksums, quiet_lightning, set_threads
+from handprop.trainer.trained import table_of
 
 # --------------------------------------------------------------------------------------------
 # The pieces
 # --------------------------------------------------------------------------------------------
-#: The networks whose weights are shared over an image's pixels (a filter slides over all of
-#: them; a recurrent layer reads every row with the same weights): their pixels are scaled
-#: together. Per pixel, a near-constant border pixel standardised on its own turns a rare stroke
-#: into a value of ~50.
-SHARED_WEIGHTS = ("cnn", "rnn")
 
 
 def data_problems(cfg: DictConfig, task: str | None) -> list[str]:
@@ -92,20 +89,7 @@ def load_data(cfg: DictConfig, task: str) -> Table:
     found = data_problems(cfg, task)
     if found:
         raise ConfigError(one_line(found))
-    table = load_table(
-        d.name,
-        n_samples=d.get("n_samples"),
-        noise=d.get("noise"),
-        seed=cfg.seed,
-        path=d.get("path"),
-        target=d.get("target") if not OmegaConf.is_missing(d, "target") else None,
-        features=list(d.features) if d.get("features") else None,
-        task=task if d.name == "csv" else None,
-        n_features=d.get("n_features"),
-        n_classes=d.get("n_classes"),
-        window=d.get("window"),
-        radius=d.get("radius"),
-    )
+    table = table_of(OmegaConf.to_container(d, resolve=True), cfg.seed, task)
     if task == "binary" and table.num_classes != 2:
         raise ConfigError(
             f"task=binary needs two classes; data={d.name} has {table.num_classes}: use "
@@ -128,7 +112,7 @@ def build_datamodule(cfg: DictConfig, table: Table, p: Plan) -> TabularDataModul
         seed=cfg.seed,
         steps_per_call=p.steps_per_call,
         reconstruct=p.task == "reconstruction",
-        pooled_scaling=cfg.model.name in SHARED_WEIGHTS and table.image_shape is not None,
+        pooled_scaling=pooled_scaling(cfg.model.name, table),
     )
 
 

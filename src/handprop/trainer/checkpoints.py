@@ -1,18 +1,17 @@
 """Checkpoints, all of them: the policy (:class:`Checkpoints`: the best weights kept in memory,
 ``last.ckpt`` and ``best.ckpt`` written on a wall-clock interval and at the end), atomic writes
-(:class:`AtomicCheckpointIO`: never half a file), safe reading (``torch.load(weights_only=True)``)
-loading a trained module back (:func:`load_module`, through the registry of modules), and a
-stop on Ctrl-C or SIGTERM that saves the whole training state first (:class:`StopOnSignal`).
+(:class:`AtomicCheckpointIO`: never half a file), safe reading (``torch.load(weights_only=True)``,
+:func:`~handprop.trainer.trained.read_checkpoint`) and loading a trained module back
+(:func:`load_module`, through the registry of modules). ``handprop-eval`` and
+``handprop-predict`` load a checkpoint without Lightning: :mod:`handprop.trainer.trained`.
+A stop on Ctrl-C or SIGTERM saves the whole training state first (:class:`StopOnSignal`).
 """
 
 from __future__ import annotations
 
 import os
-import pickle
-import re
 import signal
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,12 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from handprop.trainer.errors import ConfigError, Stopped
+from handprop.trainer.errors import Stopped
 from handprop.trainer.files import writing
 from handprop.trainer.gan import GANModule
 from handprop.trainer.model import HandpropModule
 from handprop.trainer.stops import reclaim_stop_signals, stop_requested
+from handprop.trainer.trained import REQUIRED, read_checkpoint  # noqa: F401 — loaded from here too
 
 #: The networks trained by a module of their own (the default: HandpropModule).
 MODULES: dict[str, type[HandpropModule]] = {"gan": GANModule}
@@ -152,36 +152,6 @@ class Checkpoints(Checkpoint):
         self.best_score = state_dict["best_score"]
         self.best_epoch, self.best_step = state_dict["best_epoch"], state_dict["best_step"]
         self.best_weights = state_dict["best_weights"]
-
-
-#: The hyper-parameters HandpropModule needs to rebuild itself.
-REQUIRED = ("network", "task", "config")
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents, checked to be a handprop checkpoint of plain data."""
-    p = Path(str(path)).expanduser()
-    if not p.is_file():
-        raise ConfigError(f"ckpt_path: no checkpoint file at {p}")
-    try:
-        with warnings.catch_warnings():  # a raw pickle draws torch's protocol warning first
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL (\S+)", str(e))
-        what = f" (it asks for {found.group(1)})" if found else ""
-        raise ConfigError(
-            f"ckpt_path: {p} is not a checkpoint of plain tensors and data{what}; refused "
-            "without running it. Only load checkpoints you trust."
-        ) from None
-    except Exception as e:  # noqa: BLE001 — torch raises many kinds for a file that isn't one
-        raise ConfigError(f"ckpt_path: {p} is not a checkpoint file ({type(e).__name__})") from None
-    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not isinstance(hp, dict) or any(k not in hp for k in REQUIRED) or "state_dict" not in ckpt:
-        raise ConfigError(
-            f"ckpt_path: {p} is not a handprop checkpoint (no handprop hyper-parameters)"
-        )
-    return ckpt
 
 
 def load_module(path: str | Path) -> HandpropModule:

@@ -392,3 +392,104 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
         cells = [f"{rows[s][n]:>12.6g}" if n in rows[s] else f"{'-':>12}" for s in splits]
         lines.append(f"{n:<{w}}  " + "  ".join(cells))
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# handprop-eval and handprop-predict: key=value settings without Hydra (which, with Lightning,
+# would be most of their run time)
+# --------------------------------------------------------------------------------------------
+#: A setting that has no value until the command line gives one.
+REQUIRED = "???"
+
+
+def setting_value(text: str) -> Any:
+    """A command-line value as Hydra reads a plain one: ``null``, ``true``/``false``, an
+    integer, a float, else the text (quotes around it removed)."""
+    import re
+
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    low = text.lower()
+    if low == "null":
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    if re.fullmatch(r"[+-]?\d+", text.replace("_", "")):
+        return int(text.replace("_", ""))
+    if re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|nan)", low):
+        return float(text)
+    return text
+
+
+def parse_settings(command: str, argv: list[str], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``key=value`` arguments over ``defaults``; every unknown key and every argument that is
+    not ``key=value`` is named in one :class:`ConfigError` line."""
+    settings, found = dict(defaults), []
+    keys = list(defaults)
+    for arg in argv:
+        key, eq, value = arg.lstrip("+").partition("=")
+        if not eq or not key:
+            found.append(f"{arg} is not a setting: write key=value, e.g. {keys[0]}=...")
+        elif key not in defaults:
+            best = closest_key(key, keys)
+            found.append(
+                f"{key} is not a setting of {command}" + (f"; did you mean {best}?" if best else "")
+            )
+        else:
+            settings[key] = setting_value(value)
+    if found:
+        line = "; ".join(found)
+        raise ConfigError(
+            f"{line}{'' if line.endswith('?') else ';'} see {command} --help for the keys"
+        )
+    return settings
+
+
+def required(settings: dict[str, Any], key: str) -> Any:
+    """``settings[key]``, or a :class:`ConfigError` saying to add it."""
+    if settings[key] == REQUIRED:
+        raise ConfigError(f"{key} is required: add {key}=... to the command line")
+    return settings[key]
+
+
+def settings_text(settings: dict[str, Any]) -> str:
+    """The settings as ``key: value`` lines (YAML; ``???`` for a required one not given)."""
+
+    def text(v: Any) -> str:
+        if v is None:
+            return "null"
+        if isinstance(v, bool):
+            return str(v).lower()
+        return str(v)
+
+    return "".join(f"{k}: {text(v)}\n" for k, v in settings.items())
+
+
+def run_command(
+    command: str,
+    help_text: str,
+    defaults: dict[str, Any],
+    fn: Callable[[dict[str, Any]], Any],
+) -> None:
+    """A command of ``key=value`` settings: ``--help`` (``help_text`` with ``$CONFIG``, the
+    settings with the command line's), or ``fn(settings)``; any failure is one line and the
+    exit status (2: a mistake to fix in the command)."""
+    argv = sys.argv[1:]
+    wants_help = "--help" in argv or "-h" in argv
+    try:
+        flags = [a for a in argv if a.startswith("-") and a not in ("--help", "-h")]
+        if flags:
+            raise ConfigError(
+                f"{flags[0]} is not an option of {command}: it takes key=value settings and --help"
+            )
+        settings = parse_settings(command, [a for a in argv if not a.startswith("-")], defaults)
+    except ConfigError as e:
+        report(e)
+        raise SystemExit(2) from None
+    if wants_help:
+        try:
+            print(help_text.replace("$CONFIG", settings_text(settings)), flush=True)
+        except BrokenPipeError:  # `--help | head`: the reader has what it wanted
+            sys.stdout = None
+        return
+    call_reporting(lambda: fn(settings), settings)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import sys
 from pathlib import Path
 
 
@@ -46,9 +47,13 @@ WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
 def is_user_error(err: BaseException) -> bool:
+    if isinstance(err, UserError):
+        return True
+    if "omegaconf" not in sys.modules:  # (handprop-eval, -predict: never loaded, never raised)
+        return False
     from omegaconf.errors import MissingMandatoryValue
 
-    return isinstance(err, UserError | MissingMandatoryValue)
+    return isinstance(err, MissingMandatoryValue)
 
 
 def is_known(err: BaseException) -> bool:

@@ -22,10 +22,7 @@ import torch
 from torch import Tensor
 
 from handprop.trainer.model import HandpropModule
-
-#: Noise vectors of the fixed evaluation sample: metrics, pictures and the demo read the
-#: generator's output on the same noise at every epoch.
-EVAL_SAMPLES = 2500
+from handprop.trainer.trained import EVAL_SAMPLES
 
 
 class GANModule(HandpropModule):

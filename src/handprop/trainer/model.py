@@ -18,21 +18,15 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from handprop.networks import GAN, MLP, Autoencoder, ConvNet, RecurrentNet
-from handprop.nn import Dropout
 from handprop.trainer.errors import Diverged
 from handprop.trainer.gradients import ByAutograd, ByRecursion
 from handprop.trainer.task import Task
+from handprop.trainer.trained import NETWORKS as TRAINED_NETWORKS
+from handprop.trainer.trained import is_mode_dependent
 
-#: The networks a config can name, built from their keyword arguments (``network`` below).
-#: A GAN trains by its own alternating updates: :class:`handprop.trainer.gan.GANModule`.
-NETWORKS: dict[str, type[torch.nn.Module]] = {
-    "mlp": MLP,
-    "autoencoder": Autoencoder,
-    "gan": GAN,
-    "cnn": ConvNet,
-    "rnn": RecurrentNet,
-}
+#: The networks a config can name (:data:`handprop.trainer.trained.NETWORKS`). A GAN trains by
+#: its own alternating updates: :class:`handprop.trainer.gan.GANModule`.
+NETWORKS = TRAINED_NETWORKS
 
 
 class InverseSqrtLR(torch.optim.lr_scheduler.LambdaLR):
@@ -103,9 +97,7 @@ class HandpropModule(L.LightningModule):
         self.net = NETWORKS[network["name"]](**kwargs)
         # Whether the network computes differently while training (dropout): validation switches
         # it to eval mode then (checked once here: nothing to do per epoch for the others).
-        self.mode_dependent = any(
-            isinstance(m, (Dropout, torch.nn.Dropout)) for m in self.net.modules()
-        )
+        self.mode_dependent = is_mode_dependent(self.net)
         self.task = Task(**task)
         self.columns = columns or {}
         self.optimizer_fn, self.scheduler_fn = optimizer, scheduler

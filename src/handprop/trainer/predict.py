@@ -13,6 +13,8 @@ one ``prob_<class>`` column per class for classification; for an autoencoder the
 A GAN reads no input: ``handprop-predict ckpt_path=PATH n_samples=N output=samples.csv``
 writes ``N`` generated rows (one column per feature, in the data's units) from noise seeded
 by ``seed`` (default 0).
+
+Neither Lightning nor Hydra nor TensorBoard is loaded (:mod:`handprop.trainer.trained`).
 """
 
 from __future__ import annotations
@@ -22,12 +24,40 @@ import os
 import sys
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
-
-from handprop.trainer.cli import call_reporting, run_cli
+from handprop.trainer.cli import REQUIRED, required, run_command
 from handprop.trainer.errors import ConfigError
 from handprop.trainer.files import writing
+
+#: The settings and their defaults (``???``: required).
+SETTINGS = {
+    "ckpt_path": REQUIRED,
+    "input": None,
+    "output": REQUIRED,
+    "n_samples": None,
+    "seed": 0,
+    "verbose": False,
+}
+
+HELP = """== handprop-predict ==
+Predictions of a trained checkpoint for the rows of a CSV file (or a GAN's samples).
+
+== Keys (key=value) ==
+  ckpt_path=PATH   the checkpoint (required), e.g. outputs/runs/<run>/checkpoints/best.ckpt
+  input=PATH       a CSV with a header row (required). It needs every feature column the
+                   model was trained on, by name, in any order; other columns (an id, the
+                   target) are copied to the output unread. Values in the data's own units.
+  output=PATH      the CSV to write (required): every input column, then
+                   predicted_<target> (regression) or predicted_class and prob_<class>;
+                   an autoencoder: code_1..code_k and reconstructed_<feature>
+  n_samples=N      a GAN's checkpoint: write N generated rows instead (no input)
+  seed=0           a GAN: the seed of the samples' noise
+  verbose=true     print the full traceback of an error
+
+== Config (with your overrides) ==
+$CONFIG
+Examples:
+  handprop-predict ckpt_path=outputs/runs/<run>/checkpoints/best.ckpt input=new.csv output=pred.csv
+  handprop-predict ckpt_path=outputs/runs/<gan run>/checkpoints/best.ckpt n_samples=1000 output=samples.csv"""
 
 
 def predict(
@@ -41,13 +71,13 @@ def predict(
     (atomically); return its path."""
     import torch
 
-    from handprop.trainer.checkpoints import load_module
     from handprop.trainer.datasets import read_features
+    from handprop.trainer.trained import load_trained
 
     out = Path(output)
     if not out.parent.is_dir():  # before any work, not after it
         raise ConfigError(f"output: folder {out.parent} does not exist")
-    model = load_module(ckpt_path)
+    model = load_trained(ckpt_path)
     features = list(model.columns["features"])
     if model.task.name == "generation":
         return _samples(model, features, input, n_samples, seed, out)
@@ -104,15 +134,20 @@ def _write(out: Path, header: list[str], rows: list[list[str]]) -> None:
         os.replace(tmp, out)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
-def _hydra_main(cfg: DictConfig) -> None:
-    call_reporting(
-        lambda: predict(cfg.ckpt_path, cfg.input, cfg.output, cfg.n_samples, cfg.seed), cfg
-    )
-
-
 def main() -> None:
-    run_cli(_hydra_main, "predict")
+    """Console entry point: ``handprop-predict ckpt_path=PATH input=FILE output=FILE``."""
+    run_command(
+        "handprop-predict",
+        HELP,
+        SETTINGS,
+        lambda s: predict(
+            str(required(s, "ckpt_path")),
+            s["input"],
+            str(required(s, "output")),
+            s["n_samples"],
+            s["seed"],
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The task: what the network's output ``z`` means.
 
 One small object per run holds the four things that depend on the task and nothing else:
-the cost ``C(z, y)`` (a handprop loss module), the prediction rule ``ŷ(z)``, the metrics, and
+the cost ``C(z, y)`` (a handprop loss module), the prediction rule ``ŷ(z)``, the metrics
+(:mod:`handprop.trainer.metrics`: plain torch, no Lightning or torchmetrics), and
 the preprocessing fitted on the training split (``x' = (x − shift) / scale``, and the same for a
 regression target), kept as buffers so that a checkpoint alone predicts in original units.
 
@@ -16,18 +17,20 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from torchmetrics.functional import mean_absolute_error, mean_squared_error, r2_score
-from torchmetrics.functional.classification import (
-    binary_accuracy,
-    binary_auroc,
-    binary_f1_score,
-    multiclass_accuracy,
-    multiclass_f1_score,
-)
 
 import handprop.nn as hnn
 from handprop import functional as F
 from handprop.trainer.datasets import TASKS
+from handprop.trainer.metrics import (
+    binary_accuracy,
+    binary_auroc,
+    binary_f1_score,
+    mean_absolute_error,
+    mean_squared_error,
+    multiclass_accuracy,
+    multiclass_f1_score,
+    r2_score,
+)
 
 #: The costs by the name a config gives them (``task.cost``).
 COSTS: dict[str, type[nn.Module]] = {
@@ -220,20 +223,16 @@ class Task(nn.Module):
         elif self.name == "binary":
             p, labels = self.prediction(z).squeeze(-1), y.squeeze(-1).long()
             out |= {
-                "accuracy": float(binary_accuracy(p, labels, validate_args=False)),
-                "f1": float(binary_f1_score(p, labels, validate_args=False)),
-                "auroc": float(binary_auroc(p, labels, validate_args=False)),
+                "accuracy": float(binary_accuracy(p, labels)),
+                "f1": float(binary_f1_score(p, labels)),
+                "auroc": float(binary_auroc(p, labels)),
             }
         else:
             # The class of the largest logit: softmax keeps the order, so no probabilities.
             p, k = z.argmax(-1), self.num_classes
             out |= {
-                "accuracy": float(
-                    multiclass_accuracy(p, y, k, average="micro", validate_args=False)
-                ),
-                "f1_macro": float(
-                    multiclass_f1_score(p, y, k, average="macro", validate_args=False)
-                ),
+                "accuracy": float(multiclass_accuracy(p, y)),
+                "f1_macro": float(multiclass_f1_score(p, y, k)),
             }
         return out
 
