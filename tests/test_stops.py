@@ -122,12 +122,15 @@ def test_a_stop_resumes_exactly(
 # --------------------------------------------------------------------------------------------
 # 700 training rows in batches of 8: 88 updates an epoch, in Lightning steps of 16; long
 # enough (60 epochs) to be stopped after its first checkpoint, short enough to rerun whole.
+# Checkpoints at every epoch's end (every_seconds=0): with the default interval a fast machine
+# writes the first one only at the end, after which there is nothing left to stop.
 LONG = [
     "data.n_samples=1000",
     "gd.batch_size=8",
     "steps_per_call=16",
     "trainer.max_epochs=60",
     "callbacks.early_stopping.patience=100",
+    "callbacks.checkpoint.every_seconds=0",
     "logger=none",
     "progress=false",
 ]

@@ -74,6 +74,7 @@ def test_a_sweep_with_early_stopping_and_a_divergence_matches_the_default_launch
         "scheduler.fn.gamma=1.0,1.6",
         "trainer.max_epochs=12",
         "callbacks.early_stopping.patience=2",
+        "callbacks.checkpoint.every_seconds=0",  # a checkpoint each epoch: none lost to timing
     )
     stacked = sweep(tmp_path / "v", VECTORIZED, *overrides)
     alone = sweep(tmp_path / "t", *overrides)
@@ -267,11 +268,16 @@ def test_job_configs_are_hydras_with_fewer_compositions():
 
 
 def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """The scalars of ``tb/`` and of its HParams run ``tb/hparams`` (the final metrics)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
+    found = {}
+    for folder in (run_dir / "tb", run_dir / "tb" / "hparams"):
+        acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+        acc.Reload()
+        for t in acc.Tags()["scalars"]:
+            found[t] = [(e.step, e.value) for e in acc.Scalars(t)]
+    return found
 
 
 def test_each_job_logs_what_it_logs_alone(tmp_path):

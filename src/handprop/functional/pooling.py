@@ -77,8 +77,9 @@ def adaptive_avg_pool2d(
 
     Shape: (N, C, Ho, Wo).
     """
-    if input.dim() < 3:
-        raise ValueError(f"Input dimension should be at least 3, got {input.dim()}")
+    # torch checks a sequence's length against the input's dimensions first, and an int not at all
+    if isinstance(output_size, (tuple, list)) and input.dim() <= len(output_size):
+        raise ValueError(f"Input dimension should be at least {len(output_size) + 1}")
     if input.dim() not in (3, 4):
         raise RuntimeError(
             f"adaptive_avg_pool2d(): Expected 3D or 4D tensor, but got {list(input.shape)}"

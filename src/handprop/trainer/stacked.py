@@ -520,7 +520,7 @@ class StackedGroup:
                 flush=True,
             )
         if ck.enabled:
-            due = epoch == 0 or time.monotonic() - self.last_write >= ck.every_seconds
+            due = time.monotonic() - self.last_write >= ck.every_seconds
             if due:
                 for pos in range(len(self.jobs)):
                     self.save(pos, final=False)
@@ -700,6 +700,16 @@ class StackedGroup:
             "hparams_name": "kwargs",
             "hyper_parameters": hparams,
             "epochs_done": self.epochs,
+            # HandpropModule.on_save_checkpoint's: a job's checkpoint is written between epochs,
+            # where the next epoch starts afresh (its sums are reset when it starts)
+            "epoch_state": {
+                "steps": 0,
+                "loss_sum": 0.0,
+                "rows": 0,
+                "costs_sum": {},
+                "costs_steps": 0,
+                "last_finite": job.last_finite,
+            },
         }
         io.save_checkpoint(ckpt, folder / "last.ckpt")
         job.opt.state.clear()
